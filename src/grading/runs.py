@@ -1,0 +1,222 @@
+"""Run folders that describe themselves and are never overwritten.
+
+A run folder holds ``config.yaml`` (resolved), ``overrides.yaml``, ``run.json`` (git SHA, command,
+start time, package versions), the run's outputs, and ``metrics.json`` once it has finished.
+Starting a run in a folder that holds a finished run, or a run with a different configuration, is
+refused; starting it in a folder that holds an unfinished run with the same configuration resumes it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+
+from grading.errors import RunFolderError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CONFIG_DIR = REPO_ROOT / "configs"
+_VERSIONED = ("torch", "transformers", "sentence-transformers", "spacy", "accelerate", "inkgrade")
+# Keys that may differ between the first start of a run and its resumption.
+_RESUME_IGNORED = ("out_dir", "resume")
+
+
+def git_sha(root: Path = REPO_ROOT) -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                             timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Write JSON atomically (temp file + rename), so an interruption never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(obj, fh, indent=2, ensure_ascii=False, default=_json_default)
+        fh.write("\n")
+    os.replace(tmp, path)
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item"):
+        return obj.item()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """Read a JSONL file; a last line cut short by an interruption is dropped."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    rows = []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:
+                break
+            raise
+    return rows
+
+
+class JsonlAppender:
+    """Append records to a JSONL file, flushed and fsynced line by line, so finished work survives a crash."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._repair_tail()
+        self._fh = self.path.open("a", encoding="utf-8")
+
+    def _repair_tail(self) -> None:
+        # Drop a last line cut short by an interruption, so appends start on a fresh line.
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            return
+        data = self.path.read_bytes()
+        if data.endswith(b"\n"):
+            return
+        cut = data.rfind(b"\n") + 1
+        with self.path.open("r+b") as fh:
+            fh.truncate(cut)
+
+    def write(self, record: dict) -> None:
+        self._fh.write(json.dumps(record, ensure_ascii=False, default=_json_default) + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def write_many(self, records: Iterable[dict]) -> None:
+        for r in records:
+            self._fh.write(json.dumps(r, ensure_ascii=False, default=_json_default) + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> JsonlAppender:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass
+class RunFolder:
+    path: Path
+    resumed: bool
+
+    def file(self, *parts: str) -> Path:
+        return self.path.joinpath(*parts)
+
+    def finish(self, metrics: dict[str, Any]) -> Path:
+        """Write ``metrics.json``, which marks the run finished."""
+        out = self.path / "metrics.json"
+        write_json(out, metrics)
+        info = json.loads((self.path / "run.json").read_text())
+        info["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        write_json(self.path / "run.json", info)
+        return out
+
+
+def _comparable(cfg: dict) -> dict:
+    return {k: v for k, v in cfg.items() if k not in _RESUME_IGNORED}
+
+
+def _task_overrides() -> list[str]:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return list(HydraConfig.get().overrides.task)
+    except (ImportError, ValueError):
+        return []
+
+
+def hydra_output_dir(default: str | Path) -> Path:
+    """The folder Hydra assigned to this job (differs per job in a multirun), else ``default``."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return Path(HydraConfig.get().runtime.output_dir)
+    except (ImportError, ValueError):
+        return Path(default)
+
+
+def start_run(out_dir: str | Path, cfg: DictConfig | dict | None = None) -> RunFolder:
+    """Create (or resume) a run folder and record what produced it.
+
+    Raises :class:`RunFolderError` if ``out_dir`` holds a finished run or one with another config.
+    """
+    path = Path(out_dir)
+    resolved = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg or {})
+    resumed = False
+    if (path / "run.json").exists():
+        if (path / "metrics.json").exists():
+            raise RunFolderError(f"{path} holds a finished run (metrics.json exists); choose a new out_dir")
+        old = yaml.safe_load((path / "config.yaml").read_text()) if (path / "config.yaml").exists() else {}
+        if _comparable(old or {}) != _comparable(resolved):
+            changed = sorted(k for k in set(old or {}) | set(resolved)
+                             if k not in _RESUME_IGNORED and (old or {}).get(k) != resolved.get(k))
+            raise RunFolderError(f"{path} holds an unfinished run with a different config (differs in: "
+                                 f"{', '.join(changed)}); choose a new out_dir")
+        resumed = True
+    elif path.exists() and any(p for p in path.iterdir() if not p.name.endswith(".log")):
+        raise RunFolderError(f"{path} exists and is not a run folder of this project; choose a new out_dir")
+    path.mkdir(parents=True, exist_ok=True)
+    if not resumed:
+        (path / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True))
+        (path / "overrides.yaml").write_text(yaml.safe_dump(_task_overrides()))
+        write_json(path / "run.json", {
+            "git_sha": git_sha(),
+            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "python": platform.python_version(),
+            "host": platform.node(),
+            "versions": _versions(),
+        })
+    else:
+        info = json.loads((path / "run.json").read_text())
+        info.setdefault("resumed", []).append(time.strftime("%Y-%m-%dT%H:%M:%S"))
+        write_json(path / "run.json", info)
+    return RunFolder(path=path, resumed=resumed)
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for name in _VERSIONED:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def iter_run_folders(root: str | Path, require_metrics: bool = True) -> Iterator[Path]:
+    """Yield run folders under ``root`` (those with ``run.json``; finished ones only by default)."""
+    for run_json in sorted(Path(root).rglob("run.json")):
+        if not require_metrics or (run_json.parent / "metrics.json").exists():
+            yield run_json.parent

@@ -1,0 +1,1 @@
+"""Handwriting recognition: preprocessing, line segmentation, synthetic data, TrOCR-style models."""

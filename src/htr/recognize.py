@@ -1,0 +1,70 @@
+"""Line recognisers behind one interface: line images in, one string per line out.
+
+``build_recognizer(cfg)`` picks one by ``cfg.name``. RapidOCR (PP-OCR, printed text) and Tesseract are
+the off-the-shelf baselines that ship offline; the project's own TrOCR-style model is added by
+:mod:`htr.model`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+class Recognizer(ABC):
+    name: str = "recognizer"
+
+    @abstractmethod
+    def recognize(self, images: Sequence[Image.Image]) -> list[str]:
+        """Transcribe each line image; an unreadable line gives an empty string."""
+
+
+class RapidOCRRecognizer(Recognizer):
+    """PP-OCR recognition model (ONNX, from the ``rapidocr`` package), text detection switched off."""
+
+    name = "rapidocr"
+
+    def __init__(self, use_det: bool = False):
+        from rapidocr import RapidOCR
+
+        self.engine = RapidOCR(params={"Global.log_level": "error"})
+        self.use_det = use_det
+
+    def recognize(self, images: Sequence[Image.Image]) -> list[str]:
+        out = []
+        for img in images:
+            arr = np.asarray(img.convert("RGB"))
+            res = self.engine(arr, use_det=self.use_det, use_cls=False, use_rec=True)
+            txts = getattr(res, "txts", None) or ()
+            out.append(" ".join(t for t in txts if t).strip())
+        return out
+
+
+class TesseractRecognizer(Recognizer):
+    """Tesseract 5 in single-line mode (``--psm 7``); needs the ``tesseract`` binary on PATH."""
+
+    name = "tesseract"
+
+    def __init__(self, lang: str = "eng", psm: int = 7):
+        if shutil.which("tesseract") is None:
+            raise RuntimeError("tesseract is not installed (Debian: apt-get install tesseract-ocr tesseract-ocr-eng)")
+        self.lang = lang
+        self.psm = psm
+
+    def recognize(self, images: Sequence[Image.Image]) -> list[str]:
+        out = []
+        with tempfile.TemporaryDirectory() as tmp:
+            for i, img in enumerate(images):
+                path = Path(tmp) / f"{i}.png"
+                img.convert("L").save(path)
+                res = subprocess.run(["tesseract", str(path), "-", "--psm", str(self.psm), "-l", self.lang],
+                                     capture_output=True, text=True, timeout=60)
+                out.append(" ".join(res.stdout.split()))
+        return out

@@ -1,0 +1,40 @@
+"""Shared fixtures. Tests run offline on the CPU; tests on external data skip when it is absent."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("WANDB_MODE", "disabled")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_EXAM = REPO_ROOT / "src" / "grading" / "sample_exam"
+
+
+def external_data_dir() -> Path | None:
+    """``INKGRADE_DATA_DIR`` if set, else ``<repo>/data``; None when it holds no datasets."""
+    env = os.environ.get("INKGRADE_DATA_DIR")
+    path = Path(env) if env else REPO_ROOT / "data"
+    return path if path.is_dir() and any(path.iterdir()) else None
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    path = external_data_dir()
+    if path is None:
+        pytest.skip("external evaluation data not found (set INKGRADE_DATA_DIR)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def embedder(tmp_path_factory):
+    """The packaged all-MiniLM-L6-v2, with a cache private to this test session."""
+    from grading.embed import Embedder
+
+    return Embedder(cache_dir=tmp_path_factory.mktemp("emb-cache"))
