@@ -11,6 +11,9 @@ from grading.rubric import Answer, Question
 
 @dataclass
 class GradeResult:
+    """One graded answer. ``details`` holds the grader's explanation and, by convention, ``fraction``:
+    the unrounded score in [0, 1] that hybrid graders and ablations combine."""
+
     points: float
     max_points: float
     matched: list[str] = field(default_factory=list)

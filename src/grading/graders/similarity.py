@@ -40,7 +40,8 @@ class SimilarityGrader(Grader):
         results = []
         for answer, sim in zip(answers, sims):
             sim = float(sim) if answer.text.strip() else 0.0
-            points = to_points(self.fraction(sim), question.max_points, question.granularity)
+            fraction = self.fraction(sim)
+            points = to_points(fraction, question.max_points, question.granularity)
             results.append(GradeResult(points=points, max_points=question.max_points,
-                                       details={"similarity": round(sim, 6)}))
+                                       details={"fraction": round(fraction, 6), "similarity": round(sim, 6)}))
         return results
