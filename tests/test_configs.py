@@ -1,0 +1,53 @@
+"""Every main config composes, with every option of every config group it uses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from omegaconf import OmegaConf
+
+from grading.cli import compose
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+MAIN = sorted(p.stem for p in CONFIGS.glob("*.yaml"))
+# Groups whose options are selected with a package path or that only make sense inside others.
+SKIP_GROUPS = {"hydra", "hydra/launcher"}
+
+
+def groups_of(config_name: str) -> list[str]:
+    defaults = yaml.safe_load((CONFIGS / f"{config_name}.yaml").read_text()).get("defaults", [])
+    out = []
+    for item in defaults:
+        if isinstance(item, dict):
+            (key, _value), = item.items()
+            key = key.replace("override ", "").replace("optional ", "").split("@")[0].strip()
+            if key not in SKIP_GROUPS and (CONFIGS / key).is_dir():
+                out.append(key)
+    return out
+
+
+def cases():
+    for name in MAIN:
+        yield pytest.param(name, [], id=name)
+        for group in groups_of(name):
+            for option in sorted((CONFIGS / group).glob("*.yaml")):
+                yield pytest.param(name, [f"{group}={option.stem}"], id=f"{name}:{group}={option.stem}")
+
+
+@pytest.mark.parametrize("config_name, overrides", list(cases()))
+def test_config_composes(config_name, overrides):
+    cfg = compose(config_name, overrides)
+    container = OmegaConf.to_container(cfg, resolve=False)
+    assert container, config_name
+    # Interpolations must resolve, except mandatory values the user supplies on the command line.
+    for key in cfg:
+        if not OmegaConf.is_missing(cfg, key):
+            OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) else cfg[key]
+
+
+def test_there_is_a_main_config_per_script():
+    scripts = {p.stem for p in (CONFIGS.parent / "scripts").glob("*.py")}
+    missing = {s for s in scripts if s not in MAIN}
+    assert not missing, f"scripts without a main config: {missing}"
