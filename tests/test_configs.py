@@ -29,12 +29,33 @@ def groups_of(config_name: str) -> list[str]:
     return out
 
 
+def script_config(script: str) -> str:
+    """The main config a script in scripts/ composes (its ``hydra_entry`` name)."""
+    names = re.findall(r'hydra_entry\("([^"]+)"\)', (CONFIGS.parent / "scripts" / f"{script}.py").read_text())
+    assert names, f"scripts/{script}.py is not a Hydra entry point"
+    return names[0]
+
+
+def experiment_target(option: Path) -> str:
+    """Experiments are deltas for one task; each file opens with the command that launches it."""
+    head = "\n".join(option.read_text().splitlines()[:6])
+    found = re.search(r"scripts/(\w+)\.py", head)
+    assert found, f"configs/experiment/{option.name} does not open with its command"
+    return script_config(found.group(1))
+
+
 def cases():
     for name in MAIN:
         yield pytest.param(name, [], id=name)
         for group in groups_of(name):
             for option in sorted((CONFIGS / group.split("@")[0]).glob("*.yaml")):
+                if group == "experiment":
+                    continue  # composed with their own task below
                 yield pytest.param(name, [f"{group}={option.stem}"], id=f"{name}:{group}={option.stem}")
+    for option in sorted((CONFIGS / "experiment").glob("*.yaml")):
+        name = experiment_target(option)
+        prefix = "" if "experiment" in groups_of(name) else "+"
+        yield pytest.param(name, [f"{prefix}experiment={option.stem}"], id=f"{name}:experiment={option.stem}")
 
 
 @pytest.mark.parametrize("config_name, overrides", list(cases()))
