@@ -85,6 +85,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "mean_fraction": round(sum(r["points"] / r["max_points"] for r in records) / len(records), 4),
         "seconds": round(elapsed, 3),
     }
+    if hasattr(grader, "usage_summary"):  # graders that call a paid endpoint report requests, tokens and cost
+        metrics["llm_usage"] = grader.usage_summary()
     reference = {a.answer_id: a.extra.get("reference_points") for a in answers}
     pairs = [(r["points"], reference[r["answer_id"]]) for r in records if reference.get(r["answer_id"]) is not None]
     if len(pairs) >= 3:

@@ -1,0 +1,221 @@
+"""Loaders for the public short-answer benchmarks in ``paths.data_dir`` (see its README).
+
+Each loader returns a :class:`Benchmark`: one rubric :class:`Question` per question (concepts made
+from the reference answer where the data has no concept rubric, see :mod:`.auto_rubric`) and a table
+of answers with a gold score. Columns are checked on load; a missing one is an :class:`InputError`
+naming the file and the column.
+
+- ``mohler``: ``mohler_unt_v2/mohler_unt_v2_tidy.csv``, the standard 2,273 answers / 81 questions
+  (``excluded_in_original_papers == 0``). Gold (``gold``): ``mean`` = exact mean of the two graders'
+  scores on 0-5 (exam scores halved), as in the widely used "edited" CSV; ``official`` = the
+  distributed ``ave`` (differs on 214 exam answers).
+- ``semeval``: ``semeval2013_task7_2way``, SciEntsBank and Beetle with the official splits; gold is
+  1 for "correct", 0 for "incorrect". Beetle's several reference answers are all kept (``references``).
+- ``asap``: ``asap_sas/public_leaderboard_with_gold.csv`` (evaluation only); prompt, reference
+  content and score range are read from ``rubrics/setN_ReadMeFirst.txt``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from grading.benchmarks.auto_rubric import auto_concepts
+from grading.errors import ConfigError, InputError
+from grading.rubric import Concept, Question
+
+TASKS = ("regression", "binary", "ordinal")
+
+
+@dataclass
+class Benchmark:
+    """Questions plus one row per answer: answer_id, question_id, text, gold, split, group, subset."""
+
+    name: str
+    task: str
+    questions: dict[str, Question]
+    answers: pd.DataFrame
+    references: dict[str, list[str]] = field(default_factory=dict)  # all reference answers per question
+    notes: list[str] = field(default_factory=list)
+
+    def refs(self, question_id: str) -> list[str]:
+        return self.references.get(question_id) or [self.questions[question_id].reference_answer]
+
+
+def read_csv(path: Path, required: list[str], **kwargs) -> pd.DataFrame:
+    """Read a CSV and check that ``required`` columns are there (clear error naming file and column)."""
+    if not path.is_file():
+        raise InputError(path, "(file)", "not found (is paths.data_dir / data_dir the shared data folder?)")
+    try:
+        df = pd.read_csv(path, **kwargs)
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
+        raise InputError(path, "(file)", f"not a readable CSV ({str(err).splitlines()[0]})") from None
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise InputError(path, missing[0], f"missing column (found: {', '.join(map(str, df.columns))})")
+    return df
+
+
+def _question(qid: str, text: str, reference: str, max_points: float, granularity: float,
+              concepts: list[Concept] | None = None, subject: str | None = None) -> Question:
+    return Question(id=qid, text=text, max_points=max_points, granularity=granularity,
+                    reference_answer=reference, concepts=concepts if concepts else auto_concepts(reference),
+                    subject=subject)
+
+
+def load_mohler(data_dir: str | Path, gold: str) -> Benchmark:
+    path = Path(data_dir) / "mohler_unt_v2" / "mohler_unt_v2_tidy.csv"
+    cols = ["question_id", "assignment", "excluded_in_original_papers", "answer_index", "question",
+            "reference_answer", "student_answer", "score_grader_me_raw", "score_grader_other_raw",
+            "raw_scale_max", "score_avg_0to5"]
+    df = read_csv(path, cols, dtype={"question_id": str})
+    df = df[df["excluded_in_original_papers"] == 0].copy()
+    if gold == "mean":
+        scale = 5.0 / df["raw_scale_max"].astype(float)
+        df["gold"] = (df["score_grader_me_raw"] * scale + df["score_grader_other_raw"] * scale) / 2
+    elif gold == "official":
+        df["gold"] = df["score_avg_0to5"].astype(float)
+    else:
+        raise ConfigError("dataset.gold", f"{gold!r} is not one of mean, official")
+    questions = {}
+    for qid, g in df.groupby("question_id", sort=False):
+        first = g.iloc[0]
+        questions[qid] = _question(qid, str(first["question"]), str(first["reference_answer"]), 5.0, 0.25,
+                                   subject=f"assignment {first['assignment']}")
+    answers = pd.DataFrame({
+        "answer_id": df["question_id"] + "-" + df["answer_index"].astype(str),
+        "question_id": df["question_id"], "text": df["student_answer"].fillna("").astype(str),
+        "gold": df["gold"].astype(float), "split": "all", "group": df["assignment"].astype(str),
+        "subset": "mohler"})
+    notes = [f"{len(answers)} answers, {len(questions)} questions (standard set); gold = "
+             + ("exact mean of the two graders on 0-5" if gold == "mean" else "official 'ave' column")]
+    return Benchmark("mohler", "regression", questions, answers.reset_index(drop=True), notes=notes)
+
+
+SEMEVAL_SPLITS = {"train": "train", "test-unseen-answers": "UA", "test-unseen-questions": "UQ",
+                  "test-unseen-domains": "UD"}
+
+
+def load_semeval(data_dir: str | Path, corpora: list[str]) -> Benchmark:
+    root = Path(data_dir) / "semeval2013_task7_2way"
+    q = read_csv(root / "questions_and_reference_answers.csv",
+                 ["corpus", "split", "question_id", "question_text", "reference_answers_json"])
+    a = read_csv(root / "student_answers.csv",
+                 ["corpus", "split", "question_id", "student_answer_id", "label_2way", "student_answer"])
+    unknown = sorted(set(corpora) - set(q["corpus"]))
+    if unknown:
+        raise ConfigError("dataset.corpora", f"unknown corpus {unknown}; the data has {sorted(set(q['corpus']))}")
+    questions, references = {}, {}
+    for row in q[q["corpus"].isin(corpora)].itertuples():
+        key = f"{row.corpus}/{row.question_id}"
+        if key in questions:  # the same question file appears in train and in UA
+            continue
+        try:
+            refs = json.loads(row.reference_answers_json)
+        except json.JSONDecodeError:
+            raise InputError(root / "questions_and_reference_answers.csv", "reference_answers_json",
+                             f"invalid JSON for {key}") from None
+        best = [r["text"] for r in refs if r.get("category") == "BEST"] or [r["text"] for r in refs]
+        texts = list(dict.fromkeys(best + [r["text"] for r in refs]))
+        references[key] = texts
+        questions[key] = _question(key, str(row.question_text), texts[0], 1.0, 1.0, subject=row.corpus)
+    a = a[a["corpus"].isin(corpora)].copy()
+    bad = sorted(set(a["label_2way"]) - {"correct", "incorrect"})
+    if bad:
+        raise InputError(root / "student_answers.csv", "label_2way", f"unexpected value(s) {bad}")
+    a["qkey"] = a["corpus"] + "/" + a["question_id"]
+    answers = pd.DataFrame({
+        "answer_id": a["corpus"] + "/" + a["student_answer_id"], "question_id": a["qkey"],
+        "text": a["student_answer"].fillna("").astype(str), "gold": (a["label_2way"] == "correct").astype(float),
+        "split": a["split"].map(SEMEVAL_SPLITS), "group": a["qkey"], "subset": a["corpus"]})
+    notes = [f"{len(answers)} answers; corpora {corpora}; official splits train/UA/UQ/UD (2-way labels)"]
+    return Benchmark("semeval", "binary", questions, answers.reset_index(drop=True), references, notes)
+
+
+_SCORE_LINE = re.compile(r"^(score( point)? \d|\d points?\b|rubric:)", re.I)
+_REFERENCE_START = re.compile(r"^(rubric for |key elements)", re.I)
+
+
+def parse_asap_rubric(path: Path) -> tuple[str, str, list[str], int]:
+    """(question text, reference content, key-content lines, max score) from a ``setN_ReadMeFirst.txt``.
+
+    The reference is the block that follows "Rubric for ..." / "Key Elements" up to the first score
+    level; where that block is empty (rubrics that describe only score levels), the description of the
+    top score level is used instead."""
+    if not path.is_file():
+        raise InputError(path, "(file)", "not found")
+    lines = [ln.strip() for ln in path.read_text(encoding="utf-8", errors="replace").splitlines()]
+    m = next((re.search(r"(\d+)\s*[-–]\s*(\d+)", ln) for ln in lines if ln.lower().startswith("rubric range")), None)
+    if m is None:
+        raise InputError(path, "Rubric range", "missing")
+    max_score = int(m.group(2))
+    prompt_at = max((i for i, ln in enumerate(lines) if ln.lower().startswith("prompt")), default=None)
+    if prompt_at is None:
+        raise InputError(path, "Prompt", "missing")
+    prompt = []
+    for ln in lines[prompt_at + 1:]:
+        if _REFERENCE_START.match(ln) or ln.lower().startswith(("scoring rubric", "reading for information scoring")):
+            break
+        if ln:
+            prompt.append(ln)
+    question = " ".join(prompt)[-600:]  # reading passages precede the actual question; keep its end
+    start = next((i for i in range(prompt_at, len(lines)) if _REFERENCE_START.match(lines[i])), None)
+    content: list[str] = []
+    if start is not None:
+        for ln in lines[start + 1:]:
+            if _SCORE_LINE.match(ln):
+                break
+            if ln and not ln.endswith(":") and not ln.lower().startswith("other"):
+                content.append(ln)
+    if not content:  # rubric by score levels only: describe the top level
+        top = next((i for i in range(prompt_at, len(lines)) if _SCORE_LINE.match(lines[i])
+                    and str(max_score) in lines[i]), None)
+        if top is None:
+            raise InputError(path, "rubric", "neither key content nor a top score level found")
+        for ln in lines[top + 1:]:
+            if _SCORE_LINE.match(ln):
+                break
+            if ln:
+                content.append(ln)
+    return question, " ".join(content), content, max_score
+
+
+def load_asap(data_dir: str | Path, sets: list[int]) -> Benchmark:
+    root = Path(data_dir) / "asap_sas"
+    df = read_csv(root / "public_leaderboard_with_gold.csv", ["id", "essay_set", "essay_score", "essay_text"])
+    questions, notes = {}, []
+    for s in sets:
+        question, reference, content, max_score = parse_asap_rubric(root / "rubrics" / f"set{s}_ReadMeFirst.txt")
+        concepts = None
+        if len(content) >= 2:  # listed key elements / acceptable responses: one concept each
+            concepts = [Concept(id=f"k{i + 1}", label=ln[:300], weight=1.0) for i, ln in enumerate(content[:20])]
+        questions[str(s)] = _question(str(s), question, reference, float(max_score), 1.0, concepts,
+                                      subject=f"set {s}")
+    df = df[df["essay_set"].isin(sets)]
+    too_high = df[df["essay_score"] > df["essay_set"].map(lambda s: questions[str(s)].max_points)]
+    if len(too_high):
+        raise InputError(root / "public_leaderboard_with_gold.csv", "essay_score",
+                         f"{len(too_high)} score(s) above the rubric's range")
+    answers = pd.DataFrame({
+        "answer_id": df["id"].astype(str), "question_id": df["essay_set"].astype(str),
+        "text": df["essay_text"].fillna("").astype(str), "gold": df["essay_score"].astype(float),
+        "split": "test", "group": df["essay_set"].astype(str), "subset": "set " + df["essay_set"].astype(str)})
+    notes.append(f"{len(answers)} answers, sets {sets}; evaluation only (nothing is trained or tuned on it)")
+    return Benchmark("asap", "ordinal", questions, answers.reset_index(drop=True), notes=notes)
+
+
+def load_benchmark(cfg, data_dir: str | Path) -> Benchmark:
+    """Dispatch on ``cfg.name`` (configs/dataset/<name>.yaml)."""
+    if not Path(data_dir).is_dir():
+        raise ConfigError("data_dir", f"{data_dir} is not a folder")
+    if cfg.name == "mohler":
+        return load_mohler(data_dir, cfg.gold)
+    if cfg.name == "semeval":
+        return load_semeval(data_dir, list(cfg.corpora))
+    if cfg.name == "asap":
+        return load_asap(data_dir, [int(s) for s in cfg.sets])
+    raise ConfigError("dataset.name", f"{cfg.name!r} is not one of mohler, semeval, asap")

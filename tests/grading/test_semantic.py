@@ -1,0 +1,134 @@
+"""The semantic scorer: features, training on a tiny synthetic set, the JSON model file, the grader."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from grading.errors import ConfigError, InputError
+from grading.graders.semantic import (
+    EXAMPLE_FEATURES,
+    SCALAR_FEATURES,
+    WEIGHTS_DIR,
+    Examples,
+    Item,
+    SemanticGrader,
+    SemanticModel,
+    fit_semantic,
+    pair_features,
+)
+from grading.rubric import Answer, Question
+
+TOPICS = [
+    ("Why does ice float on water?", "Ice is less dense than liquid water.",
+     ["ice has a lower density than water", "frozen water is less dense so it floats", "ice is lighter per volume"],
+     ["ice is cold", "because water is wet", "the sun heats the lake"]),
+    ("What does a compiler do?", "A compiler translates source code into machine code.",
+     ["it converts program source into machine instructions", "translates code to machine language",
+      "turns high level code into executable machine code"],
+     ["it runs on a computer", "a compiler is a person", "it stores files on disk"]),
+    ("What is photosynthesis?", "Plants turn light, water and carbon dioxide into sugar and oxygen.",
+     ["plants use sunlight to make glucose from CO2 and water", "light energy makes sugar and releases oxygen",
+      "green plants convert light into chemical energy as sugar"],
+     ["plants grow in soil", "animals breathe air", "it is a kind of photograph"]),
+]
+
+
+def synthetic_items():
+    items, targets = [], []
+    for qi, (q, ref, good, bad) in enumerate(TOPICS):
+        for k, text in enumerate(good + bad):
+            items.append(Item(q, [ref], text, f"q{qi}", f"q{qi}-{k}"))
+            targets.append(1.0 if k < len(good) else 0.0)
+    return items, np.array(targets)
+
+
+def test_features_have_the_documented_layout(embedder):
+    items, _ = synthetic_items()
+    x = pair_features(embedder, items[:2])
+    assert x.shape == (2, len(SCALAR_FEATURES) + 2 * embedder.dim)
+    # cos_ref of a paraphrase beats that of an unrelated answer to the same question
+    bad = pair_features(embedder, [items[4]])
+    assert x[0, 0] > bad[0, 0]
+
+
+def test_example_features_never_include_the_answer_itself(embedder):
+    items, y = synthetic_items()
+    q0 = [it for it in items if it.question_id == "q0"]
+    ex = {"q0": Examples([it.answer_id for it in q0], [it.answer for it in q0], y[:6])}
+    x = pair_features(embedder, q0, ex, use_examples=True)
+    nn_sim = x[:, len(SCALAR_FEATURES) + EXAMPLE_FEATURES.index("ex_nn_sim")]
+    assert np.all(nn_sim < 0.999)  # an answer compared with itself would have cosine 1
+    count = x[:, len(SCALAR_FEATURES) + EXAMPLE_FEATURES.index("ex_count")]
+    assert np.allclose(count, np.log1p(5))
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_trains_predicts_in_range_and_ranks_held_out_question(embedder, binary, tmp_path):
+    items, y = synthetic_items()
+    if not binary:
+        y = np.where(y == 1, 0.9, 0.15) + np.linspace(0, 0.05, len(y))
+    train = [i for i, it in enumerate(items) if it.question_id != "q2"]
+    test = [i for i, it in enumerate(items) if it.question_id == "q2"]
+    x = pair_features(embedder, items)
+    model = fit_semantic(x[train], y[train], False, embedder.model_name, card={"trained_on": "synthetic"})
+    assert model.kind == ("classification" if binary else "regression")
+    pred = model.predict(x[test])
+    assert np.all((pred >= 0) & (pred <= 1))
+    good, bad = pred[:3], pred[3:]
+    assert good.mean() > bad.mean()
+    model.save(tmp_path / "m.json")
+    again = SemanticModel.load(tmp_path / "m.json")
+    assert np.allclose(again.predict(x[test]), pred)
+    assert again.card["trained_on"] == "synthetic"
+
+
+def test_grader_returns_points_on_the_granularity(embedder, tmp_path):
+    items, y = synthetic_items()
+    model = fit_semantic(pair_features(embedder, items), y, False, embedder.model_name)
+    grader = SemanticGrader(embedder, model=model)
+    q, ref, good, bad = TOPICS[0]
+    question = Question(id="q0", text=q, max_points=2, granularity=0.5, reference_answer=ref)
+    answers = [Answer(answer_id=str(i), question_id="q0", text=t) for i, t in enumerate([good[0], bad[2], ""])]
+    res = grader.grade(question, answers)
+    for r in res:
+        assert 0 <= r.points <= 2 and (r.points / 0.5).is_integer()
+        assert r.details["fraction"] == r.details["s_semantic"]
+    assert res[0].details["fraction"] > res[1].details["fraction"]
+    assert res[2].points == 0 and res[2].details["fraction"] == 0
+
+
+def test_shipped_model_loads_and_grades(embedder):
+    path = WEIGHTS_DIR / "semantic_semeval.json"
+    assert path.is_file(), "the shipped semantic scorer is missing"
+    grader = SemanticGrader(embedder, model_path="semantic_semeval.json")
+    assert not grader.model.use_examples and "semeval" in grader.model.card["trained_on"]
+    q, ref, good, bad = TOPICS[1]
+    question = Question(id="q", text=q, max_points=1, granularity=0.25, reference_answer=ref)
+    res = grader.grade(question, [Answer(answer_id="a", question_id="q", text=good[0]),
+                                  Answer(answer_id="b", question_id="q", text=bad[2])])
+    assert res[0].details["fraction"] > res[1].details["fraction"]
+
+
+def test_bad_model_files_are_clear_errors(embedder, tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        SemanticModel.load(tmp_path / "absent.json")
+    (tmp_path / "old.json").write_text(json.dumps({"feature_version": "semantic-v0"}))
+    with pytest.raises(InputError, match="feature_version"):
+        SemanticModel.load(tmp_path / "old.json")
+    (tmp_path / "cut.json").write_text('{"feature_version": ')
+    with pytest.raises(InputError, match="not JSON"):
+        SemanticModel.load(tmp_path / "cut.json")
+
+
+def test_grader_config_composes_and_builds(embedder):
+    from grading.cli import compose
+    from grading.graders import build_grader
+
+    cfg = compose("grade", ["grader=semantic", "rubric=r.json", "answers=a.jsonl"])
+    grader = build_grader(cfg.grader, embedder)
+    assert isinstance(grader, SemanticGrader) and grader.name == "semantic"
+    hybrid = compose("grade", ["grader=hybrid", "grader@grader.other=semantic", "rubric=r", "answers=a"])
+    assert hybrid.grader.other._target_.endswith("SemanticGrader")
