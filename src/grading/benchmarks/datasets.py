@@ -209,13 +209,36 @@ def load_asap(data_dir: str | Path, sets: list[int]) -> Benchmark:
 
 
 def load_benchmark(cfg, data_dir: str | Path) -> Benchmark:
-    """Dispatch on ``cfg.name`` (configs/dataset/<name>.yaml)."""
+    """Dispatch on ``cfg.name`` (configs/dataset/<name>.yaml); ``cfg.texts`` swaps in other answer texts."""
     if not Path(data_dir).is_dir():
         raise ConfigError("data_dir", f"{data_dir} is not a folder")
     if cfg.name == "mohler":
-        return load_mohler(data_dir, cfg.gold)
-    if cfg.name == "semeval":
-        return load_semeval(data_dir, list(cfg.corpora))
-    if cfg.name == "asap":
-        return load_asap(data_dir, [int(s) for s in cfg.sets])
-    raise ConfigError("dataset.name", f"{cfg.name!r} is not one of mohler, semeval, asap")
+        bench = load_mohler(data_dir, cfg.gold)
+    elif cfg.name == "semeval":
+        bench = load_semeval(data_dir, list(cfg.corpora))
+    elif cfg.name == "asap":
+        bench = load_asap(data_dir, [int(s) for s in cfg.sets])
+    else:
+        raise ConfigError("dataset.name", f"{cfg.name!r} is not one of mohler, semeval, asap")
+    return replace_texts(bench, cfg.texts) if cfg.texts else bench
+
+
+def replace_texts(bench: Benchmark, path: str | Path) -> Benchmark:
+    """Grade other texts of the same answers (e.g. transcriptions of their handwritten versions):
+    ``path`` is JSONL with ``answer_id`` and ``text`` for every answer of the benchmark."""
+    from grading.runs import read_jsonl
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "(file)", "not found")
+    texts = {}
+    for i, row in enumerate(read_jsonl(path), start=1):
+        if "answer_id" not in row or "text" not in row:
+            raise InputError(path, f"line {i}", "needs answer_id and text")
+        texts[str(row["answer_id"])] = str(row["text"])
+    missing = [a for a in bench.answers["answer_id"] if a not in texts]
+    if missing:
+        raise InputError(path, "answer_id", f"{missing[0]} has no text ({len(missing)} of {len(bench.answers)} missing)")
+    answers = bench.answers.assign(text=bench.answers["answer_id"].map(texts))
+    return Benchmark(bench.name, bench.task, bench.questions, answers, bench.references,
+                     [*bench.notes, f"answer texts from {path}"])

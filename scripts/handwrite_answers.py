@@ -1,0 +1,16 @@
+"""Write a benchmark's answers by held-out hands, read them back; writes transcriptions.jsonl.
+
+python scripts/handwrite_answers.py dataset=mohler data_dir=<data> [recognizer=trocr] out_dir=<dir>
+"""
+
+from grading.benchmarks import handwritten
+from grading.cli import hydra_entry
+
+
+@hydra_entry("handwrite_answers")
+def main(cfg):
+    return handwritten.run(cfg)["cer"]
+
+
+if __name__ == "__main__":
+    main()
