@@ -1,8 +1,8 @@
 """Line recognisers behind one interface: line images in, one string per line out.
 
-``build_recognizer(cfg)`` picks one by ``cfg.name``. RapidOCR (PP-OCR, printed text) and Tesseract are
-the off-the-shelf baselines that ship offline; the project's own TrOCR-style model is added by
-:mod:`htr.model`.
+``build_recognizer(cfg)`` picks one by ``cfg.name`` (configs/recognizer/). RapidOCR (PP-OCR, printed
+text) and Tesseract are the off-the-shelf baselines that ship offline; ``trocr`` runs a TrOCR-style model
+folder (:mod:`htr.model`), by default the one shipped in ``src/htr/weights/default``.
 """
 
 from __future__ import annotations
@@ -68,3 +68,45 @@ class TesseractRecognizer(Recognizer):
                                      capture_output=True, text=True, timeout=60)
                 out.append(" ".join(res.stdout.split()))
         return out
+
+
+class TrOCRRecognizer(Recognizer):
+    """A VisionEncoderDecoder line recogniser folder (ours or a TrOCR checkpoint), beam search decoding."""
+
+    name = "trocr"
+
+    def __init__(self, model_dir: str | None = None, num_beams: int = 5, batch_size: int = 16,
+                 device: str = "auto"):
+        import torch
+
+        from htr.model import default_model_dir, load_bundle
+
+        self.model_dir = str(model_dir) if model_dir else str(default_model_dir())
+        self.num_beams = num_beams
+        self.batch_size = batch_size
+        self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        self.bundle = load_bundle(self.model_dir)
+        self.bundle.model.to(self.device).eval()
+
+    def recognize(self, images: Sequence[Image.Image]) -> list[str]:
+        out: list[str] = []
+        for i in range(0, len(images), self.batch_size):
+            out += self.bundle.transcribe(list(images[i:i + self.batch_size]), num_beams=self.num_beams)
+        return out
+
+
+RECOGNIZERS: dict[str, type[Recognizer]] = {
+    "rapidocr": RapidOCRRecognizer, "tesseract": TesseractRecognizer, "trocr": TrOCRRecognizer}
+
+
+def build_recognizer(cfg) -> Recognizer:
+    """The recogniser a ``recognizer`` config names; its other keys are the constructor's arguments."""
+    from omegaconf import OmegaConf
+
+    from grading.errors import ConfigError
+
+    args = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
+    name = args.pop("name")
+    if name not in RECOGNIZERS:
+        raise ConfigError("recognizer.name", f"{name!r} is not one of {', '.join(RECOGNIZERS)}")
+    return RECOGNIZERS[name](**args)

@@ -1,0 +1,16 @@
+"""Score a recogniser on a line manifest; writes predictions.jsonl and metrics.json into out_dir.
+
+python scripts/eval_htr.py [model_dir=<dir>] manifest=<jsonl> out_dir=<dir> [recognizer=trocr|rapidocr|tesseract]
+"""
+
+from grading.cli import hydra_entry
+from htr import evaluate
+
+
+@hydra_entry("eval_htr")
+def main(cfg):
+    return evaluate.run(cfg)["cer"]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,17 @@
+"""Train a line recogniser; writes the model, history table and curve into out_dir.
+
+python scripts/train_htr.py experiment=<name> [out_dir=<dir>]
+(on several GPUs: accelerate launch scripts/train_htr.py experiment=<name> ...)
+"""
+
+from grading.cli import hydra_entry
+from htr import train
+
+
+@hydra_entry("train_htr")
+def main(cfg):
+    return train.run(cfg)["val_cer"]
+
+
+if __name__ == "__main__":
+    main()

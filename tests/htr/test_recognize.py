@@ -1,0 +1,50 @@
+"""build_recognizer and the TrOCR-style recogniser, including the shipped default model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from grading.cli import compose
+from grading.errors import ConfigError
+from htr.model import DEFAULT_MODEL_DIR, build_model
+from htr.recognize import TrOCRRecognizer, build_recognizer
+
+TINY_MODEL = ["model.image_height=32", "model.image_width=128", "model.patch_height=16", "model.patch_width=8",
+              "model.encoder.hidden_size=32", "model.encoder.layers=1", "model.encoder.heads=2",
+              "model.encoder.mlp_size=64", "model.decoder.hidden_size=32", "model.decoder.layers=1",
+              "model.decoder.heads=2", "model.decoder.ffn_size=64", "model.max_length=12"]
+
+
+def test_build_recognizer_by_name(tmp_path):
+    torch.manual_seed(0)
+    build_model(compose("train_htr", TINY_MODEL).model).save(tmp_path / "m")
+    cfg = compose("eval_htr", ["manifest=m.jsonl", f"model_dir={tmp_path / 'm'}", "recognizer.num_beams=2",
+                               "recognizer.batch_size=2", "recognizer.device=cpu"])
+    rec = build_recognizer(cfg.recognizer)
+    assert isinstance(rec, TrOCRRecognizer) and rec.model_dir == str(tmp_path / "m")
+    texts = rec.recognize([Image.new("L", (80, 20), 255)] * 3)
+    assert len(texts) == 3 and all(isinstance(t, str) for t in texts)
+    with pytest.raises(ConfigError):
+        build_recognizer({"name": "nope"})
+
+
+@pytest.mark.skipif(not (DEFAULT_MODEL_DIR / "config.json").is_file(), reason="no shipped default model")
+def test_shipped_default_model_loads_offline_and_transcribes():
+    from safetensors import safe_open
+
+    weights = DEFAULT_MODEL_DIR / "model.safetensors"
+    with safe_open(str(weights), "pt") as fh:
+        assert {fh.get_tensor(k).dtype for k in fh.keys()} == {torch.float16}
+    total = sum(p.stat().st_size for p in DEFAULT_MODEL_DIR.iterdir())
+    assert total < 25e6
+    assert (DEFAULT_MODEL_DIR / "MODEL_CARD.md").is_file()
+    rec = build_recognizer(compose("eval_htr", ["manifest=m.jsonl", "recognizer.device=cpu",
+                                                "recognizer.num_beams=1"]).recognizer)
+    assert rec.model_dir == str(DEFAULT_MODEL_DIR)
+    line = np.full((48, 300), 240, np.uint8)
+    line[20:28, 10:290] = 30
+    texts = rec.recognize([Image.fromarray(line)])
+    assert len(texts) == 1 and isinstance(texts[0], str)
