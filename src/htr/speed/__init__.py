@@ -1,0 +1,1 @@
+"""HTR speed: decoding and training-throughput benchmarks (``python scripts/benchmark_htr.py``)."""
