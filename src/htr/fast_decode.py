@@ -49,8 +49,14 @@ _SUPPORTED_NON_DEFAULT = {
     "return_dict_in_generate", "output_scores", "output_logits", "cache_implementation", "compile_config",
     "is_assistant", "trust_remote_code",
 }
-# Settings that only matter when sampling; beam search and greedy search ignore them.
-_SAMPLING_ONLY = {"temperature", "top_k", "top_p", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff", "top_h"}
+# Settings that only matter when sampling or in assisted (speculative) decoding; beam search and greedy
+# search without an assistant ignore them.
+_SAMPLING_ONLY = {"temperature", "top_k", "top_p", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff", "top_h",
+                  "assistant_confidence_threshold", "assistant_lookbehind", "num_assistant_tokens",
+                  "num_assistant_tokens_schedule", "target_lookbehind"}
+# Values that switch a setting off: configs saved by older transformers spell them out instead of None.
+_NEUTRAL = {"repetition_penalty": 1.0, "encoder_repetition_penalty": 1.0, "diversity_penalty": 0.0,
+            "num_beam_groups": 1, "encoder_no_repeat_ngram_size": 0, "remove_invalid_values": False}
 
 _NEG = -1.0e9  # the "impossible" score transformers' beam search uses (kept identical for identical ties)
 
@@ -108,7 +114,7 @@ def resolve_settings(model, num_beams: int | None = None, max_new_tokens: int | 
     unsupported = sorted(
         k for k, v in gc.to_dict().items()
         if k not in _SUPPORTED_NON_DEFAULT and k not in _SAMPLING_ONLY and not k.startswith("_")
-        and v != getattr(default, k, None)
+        and v != getattr(default, k, None) and not (k in _NEUTRAL and v == _NEUTRAL[k])
     )
     if unsupported:
         raise ValueError(f"fast_generate does not implement generation settings {unsupported}; use model.generate")

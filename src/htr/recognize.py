@@ -76,7 +76,7 @@ class TrOCRRecognizer(Recognizer):
     name = "trocr"
 
     def __init__(self, model_dir: str | None = None, num_beams: int = 5, batch_size: int = 16,
-                 device: str = "auto"):
+                 device: str = "auto", fast: bool = True):
         import torch
 
         from htr.model import default_model_dir, load_bundle
@@ -84,6 +84,7 @@ class TrOCRRecognizer(Recognizer):
         self.model_dir = str(model_dir) if model_dir else str(default_model_dir())
         self.num_beams = num_beams
         self.batch_size = batch_size
+        self.fast = fast
         self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         self.bundle = load_bundle(self.model_dir)
         self.bundle.model.to(self.device).eval()
@@ -91,7 +92,8 @@ class TrOCRRecognizer(Recognizer):
     def recognize(self, images: Sequence[Image.Image]) -> list[str]:
         out: list[str] = []
         for i in range(0, len(images), self.batch_size):
-            out += self.bundle.transcribe(list(images[i:i + self.batch_size]), num_beams=self.num_beams)
+            out += self.bundle.transcribe(list(images[i:i + self.batch_size]), num_beams=self.num_beams,
+                                          fast=self.fast)
         return out
 
 

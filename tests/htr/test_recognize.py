@@ -48,3 +48,13 @@ def test_shipped_default_model_loads_offline_and_transcribes():
     line[20:28, 10:290] = 30
     texts = rec.recognize([Image.fromarray(line)])
     assert len(texts) == 1 and isinstance(texts[0], str)
+
+
+def test_fast_and_plain_decoding_give_the_same_text(tmp_path):
+    torch.manual_seed(0)
+    build_model(compose("train_htr", TINY_MODEL).model).save(tmp_path / "m")
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 255, (24, w), dtype=np.uint8)) for w in (60, 90, 140)]
+    fast = TrOCRRecognizer(str(tmp_path / "m"), num_beams=3, batch_size=2, device="cpu", fast=True)
+    plain = TrOCRRecognizer(str(tmp_path / "m"), num_beams=3, batch_size=2, device="cpu", fast=False)
+    assert fast.recognize(images) == plain.recognize(images)
