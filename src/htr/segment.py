@@ -37,6 +37,8 @@ class SegmenterConfig:
     min_contrast: float = 30.0  # grey levels between ink and paper below which the image is blank
     min_ink_frac: float = 0.0005  # below this fraction of ink pixels the image is blank
     denoise: bool = True  # median filter before binarising: salt noise would otherwise count as ink
+    flatten: int = 21  # px; threshold ink against the paper around it (grey closing this wide), so a few
+    #                    words on a shaded page are not lost to Otsu splitting the shading; 0 = off
     remove_rules: bool = True
     rule_length: float = 0.5  # a straight run longer than this fraction of the width/height is a rule,
     rule_chars: float = 4.0  # ... and so is one longer than this many median character heights
@@ -64,6 +66,8 @@ class SegmenterConfig:
         check_range("segmenter.min_ink_frac", self.min_ink_frac, 0, 1)
         check_range("segmenter.rule_length", self.rule_length, 0.05, 1)
         check_range("segmenter.rule_chars", self.rule_chars, 1, 1000)
+        if self.flatten and (self.flatten < 3 or self.flatten % 2 == 0):
+            raise ConfigError("segmenter.flatten", f"{self.flatten} must be 0 or odd and >= 3")
         check_range("segmenter.window", self.window, 1, 1000)
         check_range("segmenter.threshold", self.threshold, 0, 1)
         if self.split_prominence is not None:
@@ -111,7 +115,9 @@ def binarize(image: np.ndarray, cfg: SegmenterConfig) -> np.ndarray:
     gray = to_gray(image)
     if cfg.denoise:
         gray = cv2.medianBlur(gray, 3)
-    if cfg.binarize == "otsu":
+    if cfg.flatten:
+        ink = _ink_above_paper(gray, cfg)
+    elif cfg.binarize == "otsu":
         _, ink = cv2.threshold(gray, 0, 1, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)
     else:
         ink = cv2.adaptiveThreshold(gray, 1, cv2.ADAPTIVE_THRESH_GAUSSIAN_C, cv2.THRESH_BINARY_INV,
@@ -125,6 +131,21 @@ def binarize(image: np.ndarray, cfg: SegmenterConfig) -> np.ndarray:
     if cfg.remove_rules:
         ink = _remove_rules(ink, cfg.rule_length, cfg.rule_chars)
     return ink
+
+
+def _ink_above_paper(gray: np.ndarray, cfg: SegmenterConfig) -> np.ndarray:
+    """Threshold how much darker each pixel is than the paper around it (a grey closing removes strokes
+    narrower than ``cfg.flatten``). With a few words in a big box, Otsu alone splits the paper's noise, so
+    the threshold is at least the paper's noise level (median + 4 robust SDs) above it."""
+    paper = cv2.morphologyEx(gray, cv2.MORPH_CLOSE, np.ones((cfg.flatten, cfg.flatten), np.uint8))
+    dark = cv2.subtract(paper, gray)
+    if cfg.binarize == "adaptive":
+        return cv2.adaptiveThreshold(255 - dark, 1, cv2.ADAPTIVE_THRESH_GAUSSIAN_C, cv2.THRESH_BINARY_INV,
+                                     cfg.adaptive_block, cfg.adaptive_c)
+    otsu, _ = cv2.threshold(dark, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    median = float(np.median(dark))
+    noise = 1.4826 * float(np.median(np.abs(dark.astype(np.float32) - median)))
+    return (dark > max(float(otsu), median + 4.0 * noise + 1.0)).astype(np.uint8)
 
 
 def _remove_rules(ink: np.ndarray, rule_length: float, rule_chars: float) -> np.ndarray:

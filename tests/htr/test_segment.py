@@ -88,3 +88,23 @@ def test_config_is_range_checked():
         SegmenterConfig(threshold=2.0)
     with pytest.raises(ConfigError, match="segmenter.adaptive_block"):
         SegmenterConfig(adaptive_block=10)
+
+
+def test_a_few_words_in_a_wide_shaded_box_are_one_line():
+    # Otsu on the raw box splits the paper's shading when ink covers well under 1% of it; the
+    # paper-relative threshold (``flatten``) must still find the word, and only it.
+    from grading.benchmarks.handwritten import handwrite
+    from htr.preprocess import PreprocessConfig, preprocess
+    from htr.synth.fonts import list_fonts
+    from htr.synth.lines import AugmentConfig
+
+    cfg = SegmenterConfig()
+    found, found_plain = [], []
+    for i, font in enumerate(f for f in list_fonts("heldout") if not f.uppercase_only):
+        for j, word in enumerate(("main", "stack", "O(n)")):
+            img = handwrite(word, font, np.random.default_rng([1, i, j]), AugmentConfig(), 1000, 52)
+            pre, _ = preprocess(img, PreprocessConfig(upscale=False, sharpen=False))
+            found.append(len(segment_lines(pre, cfg)))
+            found_plain.append(len(segment_lines(pre, dataclasses.replace(cfg, flatten=0))))
+    assert found.count(1) >= len(found) - 1, found
+    assert found.count(1) > found_plain.count(1)  # what the switch is for
