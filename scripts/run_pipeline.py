@@ -1,6 +1,6 @@
 """The main job on the bundled sample exam: handwritten scripts -> transcriptions -> grades -> analysis.
 
-python scripts/run_pipeline.py [scripts.seed=1] [recognizer=rapidocr] [grader=kg] [out_dir=<dir>]
+python scripts/run_pipeline.py [scripts.seed=1] [recognizer=rapidocr] [grader=similarity] [out_dir=<dir>]
 """
 
 from grading import pipeline

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import sqlite3
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from grading.cache import SqliteCache
 
 log = logging.getLogger(__name__)
 
@@ -30,34 +30,19 @@ def resolve_model_path(name: str) -> str:
     return name
 
 
-class EmbeddingCache:
-    """A sqlite table of float16 vectors keyed by sha1(model, text); safe across processes."""
+class EmbeddingCache(SqliteCache):
+    """float16 vectors keyed by sha1(model, text)."""
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, timeout=60, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS emb (key TEXT PRIMARY KEY, dim INTEGER, vec BLOB)")
-        self._db.commit()
+        super().__init__(path, "CREATE TABLE IF NOT EXISTS emb (key TEXT PRIMARY KEY, dim INTEGER, vec BLOB)")
 
     def get_many(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
-        out: dict[str, np.ndarray] = {}
-        with self._lock:
-            for start in range(0, len(keys), 900):  # sqlite's bound-parameter limit
-                chunk = list(keys[start:start + 900])
-                marks = ",".join("?" * len(chunk))
-                for key, _dim, blob in self._db.execute(f"SELECT key, dim, vec FROM emb WHERE key IN ({marks})",
-                                                         chunk):
-                    out[key] = np.frombuffer(blob, dtype=np.float16).astype(np.float32)
-        return out
+        rows = self._select_keys("SELECT key, vec FROM emb WHERE key IN ({marks})", keys)
+        return {key: np.frombuffer(blob, dtype=np.float16).astype(np.float32) for key, blob in rows}
 
     def put_many(self, items: dict[str, np.ndarray]) -> None:
-        rows = [(k, int(v.shape[0]), v.astype(np.float16).tobytes()) for k, v in items.items()]
-        with self._lock:
-            self._db.executemany("INSERT OR REPLACE INTO emb VALUES (?, ?, ?)", rows)
-            self._db.commit()
+        self._write("INSERT OR REPLACE INTO emb VALUES (?, ?, ?)",
+                    ((k, int(v.shape[0]), v.astype(np.float16).tobytes()) for k, v in items.items()))
 
 
 class Embedder:
@@ -92,14 +77,14 @@ class Embedder:
             self._memory.update(self._cache.get_many(missing))
             missing = [k for k in missing if k not in self._memory]
         if missing:
-            todo = {k: t for k, t in zip(keys, texts) if k in set(missing)}
+            todo = {k: t for k, t in zip(keys, texts, strict=True) if k in set(missing)}
             nonempty = {k: t for k, t in todo.items() if t.strip()}
             new: dict[str, np.ndarray] = {}
             if nonempty:
                 vecs = self.model.encode(list(nonempty.values()), batch_size=self.batch_size,
                                          normalize_embeddings=True, convert_to_numpy=True,
                                          show_progress_bar=len(nonempty) > 2000)
-                new.update(zip(nonempty.keys(), vecs.astype(np.float32)))
+                new.update(zip(nonempty.keys(), vecs.astype(np.float32), strict=True))
             dim = self.dim
             new.update({k: np.zeros(dim, dtype=np.float32) for k in todo if k not in new})
             self._memory.update(new)

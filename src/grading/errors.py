@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class InputError(Exception):
@@ -33,3 +38,17 @@ def check_range(key: str, value: float, lo: float, hi: float) -> float:
     if value is None or not (lo <= float(value) <= hi):
         raise ConfigError(key, f"{value!r} is outside [{lo}, {hi}]")
     return float(value)
+
+
+def config_dataclass(cls: type[T], cfg: Mapping[str, Any], key: str) -> T:
+    """Build the config dataclass ``cls`` from a plain or OmegaConf mapping: unknown keys are a
+    :class:`ConfigError` naming ``<key>.<name>``; lists become tuples (the dataclasses' ranges)."""
+    from omegaconf import OmegaConf
+
+    if OmegaConf.is_config(cfg):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(cfg) - known)
+    if unknown:
+        raise ConfigError(f"{key}.{unknown[0]}", "unknown key")
+    return cls(**{k: tuple(v) if isinstance(v, list | tuple) else v for k, v in cfg.items()})

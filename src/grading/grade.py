@@ -60,7 +60,7 @@ def grade_answers(grader: Grader, rubric: Rubric, answers: list[Answer], scores_
                 results = grader.grade(question, chunk)
                 if len(results) != len(chunk):
                     raise RuntimeError(f"grader {grader.name} returned {len(results)} results for {len(chunk)}")
-                records = [r.record(a, grader.name) for a, r in zip(chunk, results)]
+                records = [r.record(a, grader.name) for a, r in zip(chunk, results, strict=True)]
                 for rec in records:
                     check_points(rec, question.granularity)
                 out.write_many(records)

@@ -28,12 +28,12 @@ import cv2
 import jiwer
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from PIL import Image
 from tqdm import tqdm
 
 from grading.agreement import summary_agreement
-from grading.errors import InputError
+from grading.errors import InputError, config_dataclass
 from grading.grade import embedder_from_config, grade_answers
 from grading.graders import build_grader
 from grading.roster import Student, load_roster, match_identity
@@ -76,7 +76,7 @@ def exam_layout(cfg: DictConfig, exam: Exam):
     """The printed layout (pages, boxes, registration marks); deterministic, so each stage rebuilds it."""
     from htr.synth.pages import PageConfig, layout_exam
 
-    return layout_exam(exam.rubric, PageConfig(**OmegaConf.to_container(cfg.scripts.page)))
+    return layout_exam(exam.rubric, config_dataclass(PageConfig, cfg.scripts.page, "scripts.page"))
 
 
 def render_stage(cfg: DictConfig, exam: Exam, folder: RunFolder) -> None:
@@ -89,9 +89,8 @@ def render_stage(cfg: DictConfig, exam: Exam, folder: RunFolder) -> None:
     fonts = [f for f in list_fonts(cfg.scripts.fonts) if not f.uppercase_only]
     if not fonts:
         raise InputError("fonts", cfg.scripts.fonts, "no mixed-case handwriting font is installed")
-    scan = ScanConfig(**{k: tuple(v) if isinstance(v, list) else v
-                         for k, v in OmegaConf.to_container(cfg.scripts.scan).items()})
-    augment = AugmentConfig.from_dict(OmegaConf.to_container(cfg.augment))
+    scan = config_dataclass(ScanConfig, cfg.scripts.scan, "scripts.scan")
+    augment = AugmentConfig.from_dict(cfg.augment)
     done = {r["script"] for r in read_jsonl(folder.file("truth.jsonl"))}
     (folder.path / "pages").mkdir(exist_ok=True)
     with JsonlAppender(folder.file("truth.jsonl")) as out:
@@ -121,8 +120,8 @@ def read_stage(cfg: DictConfig, exam: Exam, folder: RunFolder) -> None:
 
     layout = exam_layout(cfg, exam)
     template = layout.template()
-    pre_cfg = PreprocessConfig.from_dict(OmegaConf.to_container(cfg.preprocess))
-    seg_cfg = SegmenterConfig.from_dict(OmegaConf.to_container(cfg.segmenter))
+    pre_cfg = PreprocessConfig.from_dict(cfg.preprocess)
+    seg_cfg = SegmenterConfig.from_dict(cfg.segmenter)
     recognizer = build_recognizer(cfg.recognizer)
     done = {r["script"] for r in read_jsonl(folder.file("transcriptions.jsonl"))}
     truth = read_jsonl(folder.file("truth.jsonl"))
@@ -148,7 +147,7 @@ def read_stage(cfg: DictConfig, exam: Exam, folder: RunFolder) -> None:
                         line_images.append(Image.fromarray(box.crop(image)))
                         owners.append((label, i))
             texts = recognizer.recognize(line_images) if line_images else []
-            for (label, i), text in zip(owners, texts):
+            for (label, i), text in zip(owners, texts, strict=True):
                 regions[label]["lines"][i]["text"] = text
             for region in regions.values():
                 region["text"] = " ".join(line["text"] for line in region["lines"] if line["text"]).strip()
@@ -206,7 +205,7 @@ def analyse_stage(cfg: DictConfig, exam: Exam, folder: RunFolder, timings: dict[
     scatter_plot(rows, exam.rubric, folder.file("scatter.png"))
 
     written = [t for t in rows["written_text"] if t.strip()]
-    read = [r for r, t in zip(rows["text"], rows["written_text"]) if t.strip()]
+    read = [r for r, t in zip(rows["text"], rows["written_text"], strict=True) if t.strip()]
     transcripts = read_jsonl(folder.file("transcriptions.jsonl"))
     identity_ok = [t["student_id_read"] == t["script"] for t in transcripts]
     hand = summary_agreement(rows["points"], rows["reference_points"])

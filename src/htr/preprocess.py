@@ -8,7 +8,6 @@ and :func:`deskew` rotates it back counter-clockwise by the same amount.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from grading.errors import ConfigError, check_range
+from grading.errors import check_range, config_dataclass
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +43,8 @@ class PreprocessConfig:
 
     @classmethod
     def from_dict(cls, cfg: Mapping[str, Any]) -> PreprocessConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(cfg) - known)
-        if unknown:
-            raise ConfigError(f"preprocess.{unknown[0]}", "unknown key")
-        return cls(**dict(cfg))
+        """Build from a (Hydra) mapping; unknown keys are an error."""
+        return config_dataclass(cls, cfg, "preprocess")
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:

@@ -25,7 +25,7 @@ import numpy as np
 from scipy.ndimage import uniform_filter1d
 from scipy.signal import find_peaks
 
-from grading.errors import ConfigError, check_range
+from grading.errors import ConfigError, check_range, config_dataclass
 from htr.preprocess import to_gray
 
 
@@ -81,11 +81,8 @@ class SegmenterConfig:
 
     @classmethod
     def from_dict(cls, cfg: Mapping[str, Any]) -> SegmenterConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(cfg) - known)
-        if unknown:
-            raise ConfigError(f"segmenter.{unknown[0]}", "unknown key")
-        return cls(**dict(cfg))
+        """Build from a (Hydra) mapping; unknown keys are an error."""
+        return config_dataclass(cls, cfg, "segmenter")
 
 
 @dataclass(frozen=True)

@@ -368,7 +368,7 @@ def _synthetic(cfg: DictConfig, bundle: HTRBundle, split: str, length: int, seed
 
     sources = {k: float(v) for k, v in OmegaConf.to_container(cfg.text.sources).items() if v > 0}
     texts = load_sources(sources, cfg.text.data_dir, cfg.text.sample_exam_dir)
-    aug = AugmentConfig.from_dict(OmegaConf.to_container(cfg.augment)) if augment else None
+    aug = AugmentConfig.from_dict(cfg.augment) if augment else None
     return SyntheticLineDataset(length, list_fonts(split), texts, sources, cfg.text.max_chars, aug,
                                 bundle.image_processor, bundle.tokenizer, max_len, bundle.decoder_start_token_id, seed)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import cv2
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from PIL import Image
 
 from grading.errors import InputError
@@ -33,8 +33,8 @@ def run(cfg: DictConfig) -> dict:
         page = cv2.convertScaleAbs(page, alpha=255.0 / max(1, int(page.max())))
     folder = start_run(cfg.out_dir, cfg)
     info: dict = {}
-    prepared, _ = preprocess(page, PreprocessConfig.from_dict(OmegaConf.to_container(cfg.preprocess)), info)
-    boxes = segment_lines(prepared, SegmenterConfig.from_dict(OmegaConf.to_container(cfg.segmenter)))
+    prepared, _ = preprocess(page, PreprocessConfig.from_dict(cfg.preprocess), info)
+    boxes = segment_lines(prepared, SegmenterConfig.from_dict(cfg.segmenter))
     crops = [Image.fromarray(box.crop(prepared)) for box in boxes]
     recognizer = build_recognizer(cfg.recognizer)
     texts = recognizer.recognize(crops) if crops else []

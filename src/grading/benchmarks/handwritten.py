@@ -17,7 +17,7 @@ from typing import Any
 import jiwer
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from PIL import Image
 from tqdm import tqdm
 
@@ -70,9 +70,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     fonts = [f for f in list_fonts(cfg.fonts) if not f.uppercase_only]
     if not fonts:
         raise InputError("fonts", str(cfg.fonts), "no mixed-case handwriting font is installed")
-    augment = AugmentConfig.from_dict(OmegaConf.to_container(cfg.augment))
-    pre_cfg = PreprocessConfig.from_dict(OmegaConf.to_container(cfg.preprocess))
-    seg_cfg = SegmenterConfig.from_dict(OmegaConf.to_container(cfg.segmenter))
+    augment = AugmentConfig.from_dict(cfg.augment)
+    pre_cfg = PreprocessConfig.from_dict(cfg.preprocess)
+    seg_cfg = SegmenterConfig.from_dict(cfg.segmenter)
     recognizer = build_recognizer(cfg.recognizer)
     out_path = folder.file("transcriptions.jsonl")
     done = {r["answer_id"] for r in read_jsonl(out_path)}

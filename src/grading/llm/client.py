@@ -22,7 +22,6 @@ import json
 import logging
 import math
 import random
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -35,6 +34,7 @@ from typing import Any
 import httpx
 from tqdm import tqdm
 
+from grading.cache import SqliteCache
 from grading.errors import ConfigError
 from grading.llm.settings import LLMSettings
 
@@ -80,29 +80,20 @@ class ChatReply:
         return self.data is not None
 
 
-class ReplyCache:
-    """sqlite table of valid replies keyed by request hash; safe across threads and processes."""
+class ReplyCache(SqliteCache):
+    """Valid replies keyed by request hash."""
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, timeout=60, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, model TEXT, reply TEXT, "
-                         "created REAL)")
-        self._db.commit()
+        super().__init__(path, "CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, model TEXT, reply TEXT, "
+                               "created REAL)")
 
     def get(self, key: str) -> dict | None:
-        with self._lock:
-            row = self._db.execute("SELECT reply FROM replies WHERE key = ?", (key,)).fetchone()
-        return json.loads(row[0]) if row else None
+        rows = list(self._select_keys("SELECT reply FROM replies WHERE key IN ({marks})", [key]))
+        return json.loads(rows[0][0]) if rows else None
 
     def put(self, key: str, model: str, reply: dict) -> None:
-        with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO replies VALUES (?, ?, ?, ?)",
-                             (key, model, json.dumps(reply, ensure_ascii=False), time.time()))
-            self._db.commit()
+        self._write("INSERT OR REPLACE INTO replies VALUES (?, ?, ?, ?)",
+                    [(key, model, json.dumps(reply, ensure_ascii=False), time.time())])
 
 
 def image_part(image: bytes | str | Path, mime: str = "image/png", detail: str = "auto") -> dict[str, Any]:

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from grading.errors import ConfigError, check_range
+from grading.errors import ConfigError, check_range, config_dataclass
 from htr.synth.fonts import Font
 
 Range = tuple[float, float]
@@ -88,11 +88,7 @@ class AugmentConfig:
     @classmethod
     def from_dict(cls, cfg: Mapping[str, Any]) -> AugmentConfig:
         """Build from a (Hydra) mapping; unknown keys are an error."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(cfg) - known)
-        if unknown:
-            raise ConfigError(f"augment.{unknown[0]}", "unknown key")
-        return cls(**{k: tuple(v) if isinstance(v, list | tuple) else v for k, v in cfg.items()})
+        return config_dataclass(cls, cfg, "augment")
 
     @classmethod
     def clean(cls, font_size: float = 48.0) -> AugmentConfig:
