@@ -261,9 +261,11 @@ def scatter_plot(rows: pd.DataFrame, rubric: Rubric, path: Path) -> None:
                        label=f"{q.id} {q.subject or ''}".strip())
         m = summary_agreement(rows[column], rows["reference_points"])
         xs = np.linspace(0, top, 2)
-        ax.plot(xs, m["slope"] * xs + m["offset"], color="black",
-                label=f"fit: y = {m['slope']:.2f}x + {m['offset']:.2f}, R² = {m['r2']:.2f}")
+        fit, = ax.plot(xs, m["slope"] * xs + m["offset"], color="black",
+                       label=f"fit: y = {m['slope']:.2f}x + {m['offset']:.2f}, R² = {m['r2']:.2f}")
         ax.plot(xs, xs, color="grey", linestyle=":", linewidth=1)
+        if ax is axes[0]:
+            ax.legend(handles=[fit], fontsize=7, loc="upper left")
         ax.set_title(f"{title}\nr = {m['pearson_r']:.3f}, MAE = {m['mae']:.2f}, RMSE = {m['rmse']:.2f}")
         ax.set_xlabel("reference points")
         ax.grid(alpha=0.3)
