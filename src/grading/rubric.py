@@ -14,6 +14,7 @@ Answers JSONL, one object a line: ``{"answer_id", "question_id", "text"}``; othe
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +176,25 @@ def read_json(path: str | Path) -> Any:
         raise InputError(path, "(file)", "not UTF-8 text") from None
 
 
+def iter_jsonl_objects(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` for each non-blank line of a JSONL file; :class:`InputError` names the file
+    and line of a missing file, broken JSON or a line that is not an object."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "(file)", "not found")
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise InputError(path, f"line {lineno}", f"invalid JSON ({e.msg})") from None
+            if not isinstance(obj, dict):
+                raise InputError(path, f"line {lineno}", "expected a JSON object")
+            yield lineno, obj
+
+
 def load_rubric(path: str | Path) -> Rubric:
     """Load and validate a rubric JSON file; raise :class:`InputError` naming the field on any problem."""
     path = Path(path)
@@ -188,32 +208,21 @@ def load_rubric(path: str | Path) -> Rubric:
 def load_answers(path: str | Path, rubric: Rubric | None = None) -> list[Answer]:
     """Load an answers JSONL file. With a rubric, unknown question ids are an error."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "(file)", "not found")
     known = set(rubric.by_id) if rubric is not None else None
     answers: list[Answer] = []
     seen: set[str] = set()
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(path, f"line {lineno}", f"invalid JSON ({e.msg})") from None
-            if not isinstance(obj, dict):
-                raise InputError(path, f"line {lineno}", "expected a JSON object")
-            try:
-                answer = Answer.model_validate(obj)
-            except ValidationError as err:
-                _raise_validation(path, err, prefix=f"line {lineno}: ")
-            if known is not None and answer.question_id not in known:
-                raise InputError(path, f"line {lineno}: question_id",
-                                 f"unknown question id {answer.question_id!r} (rubric has {sorted(known)})")
-            if answer.answer_id in seen:
-                raise InputError(path, f"line {lineno}: answer_id", f"duplicate answer id {answer.answer_id!r}")
-            seen.add(answer.answer_id)
-            answers.append(answer)
+    for lineno, obj in iter_jsonl_objects(path):
+        try:
+            answer = Answer.model_validate(obj)
+        except ValidationError as err:
+            _raise_validation(path, err, prefix=f"line {lineno}: ")
+        if known is not None and answer.question_id not in known:
+            raise InputError(path, f"line {lineno}: question_id",
+                             f"unknown question id {answer.question_id!r} (rubric has {sorted(known)})")
+        if answer.answer_id in seen:
+            raise InputError(path, f"line {lineno}: answer_id", f"duplicate answer id {answer.answer_id!r}")
+        seen.add(answer.answer_id)
+        answers.append(answer)
     if not answers:
         raise InputError(path, "(file)", "no answers")
     return answers

@@ -27,6 +27,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from grading.errors import ConfigError, InputError
+from grading.rubric import iter_jsonl_objects
 
 PROCESSOR_FILE = "preprocessor_config.json"
 
@@ -41,18 +42,8 @@ class LineRecord:
 def read_manifest(path: str | os.PathLike) -> list[LineRecord]:
     """Records of a JSONL manifest; ``InputError`` names the file, line and field of a malformed row."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "(file)", "manifest not found")
     records = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise InputError(path, f"line {i}", f"invalid JSON ({err.msg})") from None
-        if not isinstance(row, dict):
-            raise InputError(path, f"line {i}", "expected a JSON object")
+    for i, row in iter_jsonl_objects(path):
         for key in ("image", "text"):
             if not isinstance(row.get(key), str):
                 raise InputError(path, f"line {i}: {key}", "missing or not a string")

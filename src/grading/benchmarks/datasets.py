@@ -226,13 +226,11 @@ def load_benchmark(cfg, data_dir: str | Path) -> Benchmark:
 def replace_texts(bench: Benchmark, path: str | Path) -> Benchmark:
     """Grade other texts of the same answers (e.g. transcriptions of their handwritten versions):
     ``path`` is JSONL with ``answer_id`` and ``text`` for every answer of the benchmark."""
-    from grading.runs import read_jsonl
+    from grading.rubric import iter_jsonl_objects
 
     path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "(file)", "not found")
     texts = {}
-    for i, row in enumerate(read_jsonl(path), start=1):
+    for i, row in iter_jsonl_objects(path):
         if "answer_id" not in row or "text" not in row:
             raise InputError(path, f"line {i}", "needs answer_id and text")
         texts[str(row["answer_id"])] = str(row["text"])
