@@ -42,8 +42,10 @@ def train_setting(name: str, setting, cfg, device: torch.device) -> dict:
     torch.manual_seed(0)
     model = build_trocr(cfg.model.size, cross_attention_hidden_size=cfg.model.cross_attention_hidden_size,
                         device=device).train()
-    if setting.compile:
-        compile_layers(model)
+    if setting.compile == "model":
+        model.compile(mode=setting.compile_mode)
+    elif setting.compile:
+        compile_layers(model, mode=setting.compile_mode)
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay,
                             fused=True if setting.fused_adamw else None)
     amp_dtype = AMP_DTYPES[setting.precision]
@@ -84,7 +86,7 @@ def train_setting(name: str, setting, cfg, device: torch.device) -> dict:
     flops = train_flops_per_sample(model.config, tc.target_tokens)
     row = {
         "section": "train", "setting": name, "batch_size": b, "precision": setting.precision,
-        "fused_adamw": bool(setting.fused_adamw), "compile": bool(setting.compile),
+        "fused_adamw": bool(setting.fused_adamw), "compile": setting.compile, "compile_mode": setting.compile_mode,
         "steps": tc.steps, "seconds": seconds, "warmup_seconds": warmup,
         "samples_per_s": samples_per_s, "train_flops_per_sample": flops,
         "achieved_tflops": flops * samples_per_s / 1e12,
