@@ -6,6 +6,7 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 _SQLITE_MAX_PARAMS = 900  # below sqlite's default limit on bound parameters per statement
 
@@ -35,3 +36,13 @@ class SqliteCache:
         with self._lock:
             self._db.executemany(statement, list(rows))
             self._db.commit()
+
+
+def missing_after_cache(keys: Sequence[str], memory: dict[str, Any], cache: Any | None) -> list[str]:
+    """The distinct ``keys`` in neither ``memory`` nor the on-disk ``cache`` (whose hits are copied into
+    ``memory``), in first-seen order: what the caller still has to compute."""
+    missing = [k for k in dict.fromkeys(keys) if k not in memory]
+    if missing and cache is not None:
+        memory.update(cache.get_many(missing))
+        missing = [k for k in missing if k not in memory]
+    return missing

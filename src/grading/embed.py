@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from grading.cache import SqliteCache
+from grading.cache import SqliteCache, missing_after_cache
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +72,10 @@ class Embedder:
         """Embed ``texts`` (n, d). Empty strings get a zero vector (cosine 0 with everything)."""
         texts = list(texts)
         keys = [self._key(t) for t in texts]
-        missing = [k for k in dict.fromkeys(keys) if k not in self._memory]
-        if missing and self._cache is not None:
-            self._memory.update(self._cache.get_many(missing))
-            missing = [k for k in missing if k not in self._memory]
+        missing = missing_after_cache(keys, self._memory, self._cache)
         if missing:
-            todo = {k: t for k, t in zip(keys, texts, strict=True) if k in set(missing)}
+            wanted = set(missing)
+            todo = {k: t for k, t in zip(keys, texts, strict=True) if k in wanted}
             nonempty = {k: t for k, t in todo.items() if t.strip()}
             new: dict[str, np.ndarray] = {}
             if nonempty:

