@@ -188,10 +188,11 @@ def analyse_stage(cfg: DictConfig, exam: Exam, folder: RunFolder, timings: dict[
     ai_csv, human_csv = scores_to_long_csv({"handwritten": folder.file("scores.jsonl")}, answers, cfg.exam.rubric,
                                            folder.file("ai.csv"), folder.file("human.csv"))
     data = load_grades(ai_csv, human_csv)
-    analysis = analyze(data, AnalysisOptions.from_config(cfg.analysis))
+    options = AnalysisOptions.from_config(cfg.analysis)
+    analysis = analyze(data, options)
     (folder.path / "analysis").mkdir(exist_ok=True)
     write_json(folder.file("analysis", "analysis.json"), analysis.result)
-    write_outputs(data, analysis, AnalysisOptions.from_config(cfg.analysis), folder.path / "analysis")
+    write_outputs(data, analysis, options, folder.path / "analysis")
 
     rows = pd.read_json(answers, lines=True, dtype={"answer_id": str, "student_id": str})
     scores = pd.DataFrame(read_jsonl(folder.file("scores.jsonl"))).set_index("answer_id")
