@@ -1,6 +1,6 @@
 """Score a recogniser on a line manifest; writes predictions.jsonl and metrics.json into out_dir.
 
-python scripts/eval_htr.py [model_dir=<dir>] manifest=<jsonl> out_dir=<dir> [recognizer=trocr|rapidocr|tesseract]
+python scripts/eval_htr.py [model_dir=<dir>] manifest=<jsonl> out_dir=<dir> [recognizer=model|rapidocr|tesseract]
 """
 
 from grading.cli import hydra_entry

@@ -1,6 +1,6 @@
 """Transcribe a page image line by line; writes transcription.json into out_dir.
 
-python scripts/transcribe.py image=<png> out_dir=<dir> [model_dir=<dir>] [recognizer=trocr|rapidocr|tesseract]
+python scripts/transcribe.py image=<png> out_dir=<dir> [model_dir=<dir>] [recognizer=model|rapidocr|tesseract]
 """
 
 from grading.cli import hydra_entry

@@ -211,9 +211,13 @@ class LineImageProcessor:
         if self.height < 8 or self.width < self.height:
             raise ConfigError("model.image_size", f"({self.height}, {self.width}) must be >= 8 and wide")
 
+    def line(self, image: Image.Image | np.ndarray) -> np.ndarray:
+        """One line as a (height, w) uint8 ink map, w <= width (its own width: CTC models take any)."""
+        return normalize_line(image, self.height, self.width, self.stroke, self.margin)
+
     def ink(self, image: Image.Image | np.ndarray) -> np.ndarray:
         """One line as a (height, width) uint8 ink map, padded with paper on the right."""
-        line = normalize_line(image, self.height, self.width, self.stroke, self.margin)
+        line = self.line(image)
         out = np.zeros((self.height, self.width), np.uint8)
         out[:, :line.shape[1]] = line
         return out

@@ -9,6 +9,8 @@ Three ways to get one (``model.kind``):
   in 16 x 8 patches) and a TrOCR decoder over a character vocabulary (:mod:`htr.tokenizer`).
 * ``vit_minilm``: the same encoder with a BERT decoder initialised from the packaged all-MiniLM-L6-v2
   weights (cross-attention new), using MiniLM's uncased WordPiece tokenizer.
+* ``ppocr_ctc`` / ``crnn_ctc``: CTC recognisers (:mod:`htr.ctc`), the PP-OCR recogniser fine-tuned or a
+  CRNN from random weights, over the same character set; trained by :mod:`htr.train_ctc`.
 
 ``model.init_from=<folder>`` continues from a saved model instead (stage 2 of two-stage training).
 A saved folder holds model, processor/tokenizer and config together and reloads with
@@ -31,7 +33,8 @@ from grading.errors import ConfigError, check_range
 from htr.data import LineImageProcessor
 from htr.tokenizer import PRINTABLE_ASCII, build_char_tokenizer
 
-KINDS = ("hub", "vit_char", "vit_minilm")
+KINDS = ("hub", "vit_char", "vit_minilm", "ppocr_ctc", "crnn_ctc")
+CTC_KINDS = ("ppocr_ctc", "crnn_ctc")
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "weights" / "default"
 
 
@@ -39,14 +42,20 @@ DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "weights" / "default"
 class HTRBundle:
     """A recogniser with what turns images into its input and its output ids into text."""
 
-    model: Any  # VisionEncoderDecoderModel
+    model: Any  # VisionEncoderDecoderModel or htr.ctc.CTCRecognizer
     image_processor: Any  # LineImageProcessor or a Hugging Face image processor
     tokenizer: Any
     source: str = ""
 
     @property
-    def decoder_start_token_id(self) -> int:
-        return int(self.model.config.decoder_start_token_id)
+    def is_ctc(self) -> bool:
+        from htr.ctc import CTCRecognizer
+
+        return isinstance(self.model, CTCRecognizer)
+
+    @property
+    def decoder_start_token_id(self) -> int | None:
+        return None if self.is_ctc else int(self.model.config.decoder_start_token_id)
 
     def pixel_values(self, images: list[Image.Image]) -> torch.Tensor:
         if isinstance(self.image_processor, LineImageProcessor):
@@ -59,10 +68,19 @@ class HTRBundle:
     @torch.inference_mode()
     def transcribe(self, images: list[Image.Image], num_beams: int = 5, fast: bool = True) -> list[str]:
         """Beam-search transcription. ``fast`` uses :func:`htr.fast_decode.fast_generate` (static KV
-        cache; token-exact with ``generate`` in float32; bf16 with CUDA graphs on a GPU), else ``generate``."""
+        cache; token-exact with ``generate`` in float32; bf16 with CUDA graphs on a GPU), else ``generate``;
+        for a CTC model on a CPU, ``fast`` runs the PP-OCR graph in onnxruntime."""
         import torch
 
         device = next(self.model.parameters()).device
+        if self.is_ctc:
+            from htr.ctc import batch_ink
+
+            if hasattr(self.model.backbone, "use_onnxruntime"):
+                self.model.backbone.use_onnxruntime = fast
+            ink, widths = batch_ink([self.image_processor.line(im) for im in images], self.model.reduction)
+            ids = self.model.decode(ink.to(device), widths, num_beams=num_beams)
+            return [" ".join(self.tokenizer.decode(row, skip_special_tokens=True).split()) for row in ids]
         dtype = next(self.model.parameters()).dtype
         pixels = self.pixel_values(images).to(device=device, dtype=dtype)
         if not fast:
@@ -79,11 +97,14 @@ class HTRBundle:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         model = self.model
-        if half:
+        if self.is_ctc:
+            model.save(directory, half=half)
+        elif half:
             import copy
 
-            model = copy.deepcopy(model).half()
-        model.save_pretrained(directory)
+            copy.deepcopy(model).half().save_pretrained(directory)
+        else:
+            model.save_pretrained(directory)
         self.image_processor.save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
         return directory
@@ -113,8 +134,15 @@ def load_bundle(path_or_name: str | os.PathLike, max_length: int = 128) -> HTRBu
     from transformers import AutoTokenizer, TrOCRProcessor, VisionEncoderDecoderModel
     from transformers.utils import logging as hf_logging
 
+    from htr.ctc import CTCRecognizer
+
     source = str(path_or_name)
     ours = Path(source).is_dir() and LineImageProcessor.is_saved_in(source)
+    if ours and CTCRecognizer.is_saved_in(source):
+        from transformers import PreTrainedTokenizerFast
+
+        return HTRBundle(CTCRecognizer.load(source), LineImageProcessor.from_pretrained(source),
+                         PreTrainedTokenizerFast.from_pretrained(source), source)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the dropped pooler would be reported as missing weights
     try:
@@ -150,6 +178,14 @@ def build_model(cfg: DictConfig) -> HTRBundle:
     check_range("model.max_length", cfg.max_length, 8, 1024)
     if cfg.kind == "hub":
         return load_bundle(cfg.name_or_path, cfg.max_length)
+    if cfg.kind in CTC_KINDS:
+        from htr.ctc import build_ctc_model
+
+        charset = PRINTABLE_ASCII if cfg.charset == "printable_ascii" else cfg.charset
+        tokenizer = build_char_tokenizer(charset)
+        processor = LineImageProcessor(height=cfg.image_height, width=cfg.image_width, stroke=cfg.stroke,
+                                       margin=cfg.margin)
+        return HTRBundle(build_ctc_model(cfg, tokenizer, charset), processor, tokenizer, f"new:{cfg.kind}")
     if cfg.kind == "vit_char":
         tokenizer = build_char_tokenizer(PRINTABLE_ASCII if cfg.charset == "printable_ascii" else cfg.charset)
         decoder = _char_decoder(cfg, tokenizer)

@@ -1,8 +1,9 @@
 """Line recognisers behind one interface: line images in, one string per line out.
 
 ``build_recognizer(cfg)`` picks one by ``cfg.name`` (configs/recognizer/). RapidOCR (PP-OCR, printed
-text) and Tesseract are the off-the-shelf baselines that ship offline; ``trocr`` runs a TrOCR-style model
-folder (:mod:`htr.model`), by default the one shipped in ``src/htr/weights/default``.
+text) and Tesseract are the off-the-shelf baselines that ship offline; ``model`` (alias ``trocr``) runs a
+saved model folder of :mod:`htr.model` (CTC or TrOCR-style), by default the one shipped in
+``src/htr/weights/default``.
 """
 
 from __future__ import annotations
@@ -70,10 +71,11 @@ class TesseractRecognizer(Recognizer):
         return out
 
 
-class TrOCRRecognizer(Recognizer):
-    """A VisionEncoderDecoder line recogniser folder (ours or a TrOCR checkpoint), beam search decoding."""
+class ModelRecognizer(Recognizer):
+    """A saved recogniser folder: the project's CTC models (beam search over CTC outputs) or a
+    VisionEncoderDecoder (ours or a TrOCR checkpoint; beam search decoding)."""
 
-    name = "trocr"
+    name = "model"
 
     def __init__(self, model_dir: str | None = None, num_beams: int = 5, batch_size: int = 16,
                  device: str = "auto", fast: bool = True):
@@ -97,8 +99,11 @@ class TrOCRRecognizer(Recognizer):
         return out
 
 
+TrOCRRecognizer = ModelRecognizer  # the name this recogniser had when only TrOCR-style models existed
+
 RECOGNIZERS: dict[str, type[Recognizer]] = {
-    "rapidocr": RapidOCRRecognizer, "tesseract": TesseractRecognizer, "trocr": TrOCRRecognizer}
+    "rapidocr": RapidOCRRecognizer, "tesseract": TesseractRecognizer, "model": ModelRecognizer,
+    "trocr": ModelRecognizer}
 
 
 def build_recognizer(cfg) -> Recognizer:

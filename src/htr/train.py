@@ -461,6 +461,13 @@ def _logging_setup(cfg: DictConfig, folder: RunFolder) -> list[str]:
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Train, save the model into ``<out_dir>/model``, write the history table and curve."""
+    from htr.ctc import CTCRecognizer
+    from htr.model import CTC_KINDS
+
+    if cfg.model.kind in CTC_KINDS or (cfg.model.init_from and CTCRecognizer.is_saved_in(cfg.model.init_from)):
+        from htr import train_ctc
+
+        return train_ctc.run(cfg)
     _check(cfg)
     folder = start_run(cfg.out_dir, cfg)
     t = cfg.trainer

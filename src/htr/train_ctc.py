@@ -1,0 +1,289 @@
+"""Train a CTC line recogniser (``model.kind`` ``ppocr_ctc`` or ``crnn_ctc``); called by
+:func:`htr.train.run`, so ``python scripts/train_htr.py experiment=<name>`` drives both families.
+
+A plain PyTorch loop through ``accelerate`` (one device, or DDP under ``accelerate launch``) rather than
+``Seq2SeqTrainer``, whose evaluation is built around ``generate``. It keeps the run-folder contract of
+:mod:`htr.train`: ``history.jsonl`` with one row per epoch (train loss, validation loss, CER, WER),
+``table.md``/``table.csv``/``curve.png``, ``model/`` and ``metrics.json``. An "epoch" is a tenth (1 /
+``trainer.epochs``) of the planned steps; each ends with a validation and a checkpoint
+(``checkpoints/last``: weights, optimizer, step plan), and a rerun with the same ``out_dir`` resumes
+from it. Lines are variable-width ink maps (:meth:`LineImageProcessor.line`); each batch is distorted
+anew on the device (``trainer.gpu_augment``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from grading.runs import JsonlAppender, RunFolder, read_jsonl, start_run
+from htr.ctc import batch_ink
+from htr.data import SyntheticLineDataset, open_image, read_manifest, usable_records
+from htr.evaluate import error_rates
+from htr.model import HTRBundle, build_model, count_parameters
+
+log = logging.getLogger(__name__)
+CHECKPOINT = "last"
+
+
+class CTCLines(torch.utils.data.Dataset):
+    """(ink map, label ids, text) per line, from rendered synthetic lines or a manifest's images."""
+
+    def __init__(self, bundle: HTRBundle, synthetic: SyntheticLineDataset | None = None, records=None):
+        self.processor = bundle.image_processor
+        self.tokenizer = bundle.tokenizer
+        self.synthetic = synthetic
+        self.records = records
+
+    def __len__(self) -> int:
+        return len(self.synthetic) if self.synthetic is not None else len(self.records)
+
+    def __getitem__(self, idx: int) -> tuple[np.ndarray, list[int], str]:
+        if self.synthetic is not None:
+            import cv2
+
+            cv2.setNumThreads(1)
+            image, text = self.synthetic.sample(idx)
+        else:
+            rec = self.records[idx]
+            image, _ = open_image(rec.image)
+            text = rec.text
+        ids = self.tokenizer(text, add_special_tokens=False).input_ids
+        return self.processor.line(image), ids, text
+
+
+def collate(items: list[tuple[np.ndarray, list[int], str]], multiple: int = 8) -> dict[str, Any]:
+    ink, widths = batch_ink([it[0] for it in items], multiple)
+    longest = max(1, max(len(it[1]) for it in items))
+    labels = torch.full((len(items), longest), -100, dtype=torch.long)
+    for i, it in enumerate(items):
+        labels[i, :len(it[1])] = torch.tensor(it[1], dtype=torch.long)
+    return {"ink": ink, "widths": widths, "labels": labels, "texts": [it[2] for it in items]}
+
+
+class Cached(torch.utils.data.Dataset):
+    """A validation set rendered once and kept in memory."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset, desc: str):
+        self.items = [dataset[i] for i in tqdm(range(len(dataset)), desc=desc)]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, idx: int):
+        return self.items[idx]
+
+
+def build_datasets(cfg: DictConfig, bundle: HTRBundle, folder: RunFolder) -> tuple[Any, Any, dict[str, Any]]:
+    from htr.train import _synthetic  # the same text sources and fonts as the encoder-decoder models
+
+    data = cfg.data
+    max_len = cfg.trainer.max_target_length
+    if data.kind == "synthetic":
+        train = CTCLines(bundle, _synthetic(data, bundle, data.fonts, data.train_lines * cfg.trainer.epochs,
+                                            cfg.seed, max_len))
+        val = Cached(CTCLines(bundle, _synthetic(data, bundle, data.fonts, data.val_lines, data.val_seed,
+                                                 max_len)), "rendering validation lines")
+        tests = {}
+        if data.heldout_lines > 0:
+            tests["heldout"] = Cached(CTCLines(bundle, _synthetic(data, bundle, "heldout", data.heldout_lines,
+                                                                  data.val_seed + 1, max_len)),
+                                      "rendering held-out-font lines")
+        return train, val, tests
+    from grading.errors import ConfigError
+
+    if data.kind == "manifest":
+        sets = []
+        for key in ("train_manifest", "val_manifest"):
+            records, _ = usable_records(read_manifest(data[key]), folder.file("skipped.jsonl"))
+            if not records:
+                raise ConfigError(f"data.{key}", "no readable line images")
+            sets.append(CTCLines(bundle, records=records))
+        return sets[0], Cached(sets[1], "reading validation lines"), {}
+    raise ConfigError("data.kind", f"{data.kind!r} is not one of synthetic, manifest")
+
+
+@torch.inference_mode()
+def evaluate(model, dataset, tokenizer, batch_size: int, num_beams: int, device) -> dict[str, float]:
+    """Mean CTC loss per character, CER and WER over a cached dataset."""
+    was_training = model.training
+    model.eval()
+    refs, hyps, loss_sum, chars = [], [], 0.0, 0
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
+    for batch in loader:
+        out = model(batch["ink"].to(device), batch["widths"], batch["labels"].to(device))
+        n = int((batch["labels"] >= 0).sum())
+        loss_sum += float(out["loss"]) * n
+        chars += n
+        ids = model.decode(batch["ink"].to(device), batch["widths"], num_beams=num_beams)
+        hyps += [tokenizer.decode(row, skip_special_tokens=True) for row in ids]
+        refs += batch["texts"]
+    model.train(was_training)
+    rates = error_rates(refs, hyps)
+    return {"loss": loss_sum / max(1, chars), "cer": rates["cer"], "wer": rates["wer"]}
+
+
+def _save_checkpoint(path: Path, model, optimizer, plan, step: int, elapsed: float) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    model.save(tmp)
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    plan.save(tmp / "step_plan.json", elapsed_s=elapsed, total=max(plan.total, step))
+    (tmp / "state.json").write_text(json.dumps({"step": step}))
+    if path.exists():
+        import shutil
+
+        shutil.rmtree(path)
+    tmp.rename(path)  # a crash mid-save leaves the previous checkpoint intact
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    from accelerate import Accelerator
+
+    from htr.train import GpuAugment, StepPlan, _check, _logging_setup, write_report
+
+    _check(cfg)
+    folder = start_run(cfg.out_dir, cfg)
+    t = cfg.trainer
+    torch.manual_seed(cfg.seed)
+    bundle = build_model(cfg.model)
+    model = bundle.model
+    log.info("model %s: %.2fM parameters", bundle.source, count_parameters(model) / 1e6)
+    train_ds, val_ds, tests = build_datasets(cfg, bundle, folder)
+    trackers = _logging_setup(cfg, folder)
+    accelerator = Accelerator(mixed_precision=t.precision if torch.cuda.is_available() else "no",
+                              log_with=trackers or None, project_dir=str(folder.path))
+    if trackers:
+        accelerator.init_trackers(cfg.logger.project, config=OmegaConf.to_container(cfg, resolve=True))
+    device = accelerator.device
+
+    ckpt = folder.file("checkpoints") / CHECKPOINT
+    step = 0
+    world = accelerator.num_processes
+    per_epoch = max(1, math.ceil(cfg.data.train_lines / (t.batch_size * world)))
+    if cfg.data.kind != "synthetic":
+        per_epoch = max(1, math.ceil(len(train_ds) / (t.batch_size * world)))
+    max_total = per_epoch * t.epochs if t.max_steps is None else min(t.max_steps, per_epoch * t.epochs)
+    budget = None if t.time_budget_min is None else 60.0 * t.time_budget_min
+    plan = StepPlan(max_total=max_total, warmup=t.warmup_steps, epochs=t.epochs, budget_s=budget)
+    if (ckpt / "state.json").is_file():
+        from htr.ctc import CTCRecognizer
+
+        model.load_state_dict(CTCRecognizer.load(ckpt).state_dict())
+        plan = StepPlan.load(ckpt / "step_plan.json")
+        step = json.loads((ckpt / "state.json").read_text())["step"]
+        rows = [r for r in read_jsonl(folder.file("history.jsonl")) if r["step"] <= step]
+        folder.file("history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        print(f"resuming from {ckpt} (step {step})")
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": t.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=t.learning_rate)
+    if step:
+        optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
+    start_step = step
+    for group in optimizer.param_groups:
+        group.setdefault("initial_lr", t.learning_rate)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: plan.lr_factor(s + start_step))
+    reduction = model.reduction
+    sampler_seed = cfg.seed * 1000 + step  # a resumed run draws new lines rather than replaying old ones
+    generator = torch.Generator().manual_seed(sampler_seed + accelerator.process_index)
+    loader = torch.utils.data.DataLoader(
+        train_ds, batch_size=t.batch_size, shuffle=True, generator=generator, num_workers=cfg.data.num_workers,
+        collate_fn=lambda items: collate(items, reduction), drop_last=True,
+        persistent_workers=cfg.data.num_workers > 0)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    augment = GpuAugment(**OmegaConf.to_container(t.gpu_augment))
+    raw = accelerator.unwrap_model(model)
+    model.train()
+
+    history = folder.file("history.jsonl")
+    started = time.perf_counter()
+    elapsed0 = plan.elapsed_s
+    rate_origin: tuple[int, float] | None = None
+    eval_seconds: list[float] = []
+    losses: list[float] = []
+    bar = tqdm(total=plan.total, initial=step, desc="training", disable=not accelerator.is_main_process)
+    stop = False
+    for batch in loader:
+        ink = batch["ink"].to(device).float()
+        if augment.enabled:
+            ink = augment(ink / 255.0) * 255.0
+        with accelerator.autocast():
+            out = model(ink, batch["widths"], batch["labels"].to(device))
+        accelerator.backward(out["loss"])
+        if t.max_grad_norm:
+            accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        losses.append(float(out["loss"].detach()))
+        bar.update(1)
+        now = time.perf_counter()
+        elapsed = elapsed0 + now - started
+        if budget is not None:
+            if rate_origin is None:
+                rate_origin = (step, now)
+            elif step % 10 == 0 and step > rate_origin[0]:
+                rate = (step - rate_origin[0]) / (now - rate_origin[1])
+                left = budget - elapsed - float(np.mean(eval_seconds or [0.0])) * (plan.epochs - plan.epochs_done)
+                plan.total = int(min(plan.max_total, max(step + 1, step + left * rate)))
+                bar.total = plan.total
+                stop = elapsed >= budget
+        if step % t.logging_steps == 0:
+            bar.set_postfix(loss=f"{np.mean(losses[-t.logging_steps:]):.3f}",
+                            lr=f"{scheduler.get_last_lr()[0]:.2e}")
+        if step >= plan.total:
+            stop = True
+        if step >= plan.epoch_end(plan.epochs_done + 1) or stop:
+            t_eval = time.perf_counter()
+            plan.epochs_done += 1
+            if accelerator.is_main_process:
+                metrics = evaluate(raw, val_ds, bundle.tokenizer, t.eval_batch_size, t.eval_num_beams, device)
+                row = {"epoch": plan.epochs_done, "step": step, "lines_seen": step * t.batch_size * world,
+                       "train_loss": float(np.mean(losses)) if losses else None, "val_loss": metrics["loss"],
+                       "cer": metrics["cer"], "wer": metrics["wer"], "learning_rate": scheduler.get_last_lr()[0]}
+                with JsonlAppender(history) as fh:
+                    fh.write(row)
+                accelerator.log(row, step=step)
+                tqdm.write(f"epoch {plan.epochs_done}: step {step} loss {row['train_loss']:.3f} "
+                           f"val loss {metrics['loss']:.3f} CER {metrics['cer']:.4f} WER {metrics['wer']:.4f}")
+                losses = []
+                _save_checkpoint(ckpt, raw, optimizer, plan, step, elapsed0 + time.perf_counter() - started)
+            accelerator.wait_for_everyone()
+            eval_seconds.append(time.perf_counter() - t_eval)
+            rate_origin = None
+        if stop:
+            break
+    bar.close()
+    train_seconds = time.perf_counter() - started
+
+    result: dict[str, Any] = {"steps": step, "planned_steps": plan.total,
+                              "train_seconds_this_process": round(train_seconds, 1),
+                              "parameters": count_parameters(raw)}
+    if accelerator.is_main_process:
+        bundle.model = raw
+        bundle.save(folder.file("model"), half=t.save_half)
+        final = HTRBundle(type(raw).load(folder.file("model")).to(device), bundle.image_processor,
+                          bundle.tokenizer)  # score the weights as saved (fp16 when save_half)
+        for name, dataset in {"val": val_ds, **tests}.items():
+            m = evaluate(final.model, dataset, bundle.tokenizer, t.eval_batch_size, t.final_num_beams, device)
+            for key in ("cer", "wer", "loss"):
+                result[f"{name}_{key}"] = m[key]
+        result["final_num_beams"] = t.final_num_beams
+        write_report(folder.path)
+        folder.finish(result)
+        print(f"val CER {result['val_cer']:.4f}  WER {result['val_wer']:.4f} (beam {t.final_num_beams})"
+              f"  -> {folder.file('model')}")
+    accelerator.end_training()
+    return result
