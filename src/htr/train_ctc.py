@@ -256,8 +256,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 with JsonlAppender(history) as fh:
                     fh.write(row)
                 accelerator.log(row, step=step)
-                tqdm.write(f"epoch {plan.epochs_done}: step {step} loss {row['train_loss']:.3f} "
-                           f"val loss {metrics['loss']:.3f} CER {metrics['cer']:.4f} WER {metrics['wer']:.4f}")
+                log.info("epoch %d: step %d, train loss %.3f, val loss %.3f, CER %.4f, WER %.4f", plan.epochs_done,
+                         step, row["train_loss"] or float("nan"), metrics["loss"], metrics["cer"], metrics["wer"])
                 losses = []
                 _save_checkpoint(ckpt, raw, optimizer, plan, step, elapsed0 + time.perf_counter() - started)
             accelerator.wait_for_everyone()
