@@ -92,10 +92,15 @@ class ModelRecognizer(Recognizer):
         self.bundle.model.to(self.device).eval()
 
     def recognize(self, images: Sequence[Image.Image]) -> list[str]:
-        out: list[str] = []
-        for i in range(0, len(images), self.batch_size):
-            out += self.bundle.transcribe(list(images[i:i + self.batch_size]), num_beams=self.num_beams,
-                                          fast=self.fast)
+        order = list(range(len(images)))
+        if self.bundle.is_ctc:  # batch lines of similar length: less padding to read through
+            order.sort(key=lambda i: images[i].width / max(1, images[i].height))
+        out: list[str] = [""] * len(images)
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start:start + self.batch_size]
+            texts = self.bundle.transcribe([images[i] for i in chunk], num_beams=self.num_beams, fast=self.fast)
+            for i, text in zip(chunk, texts, strict=True):
+                out[i] = text
         return out
 
 

@@ -1,0 +1,16 @@
+"""CPU speed of line recognisers side by side (shipped model naive vs batched, RapidOCR, Tesseract).
+
+python scripts/benchmark_recognizers.py [model_dir=<dir>] [lines=64] [threads=2] [out_dir=<dir>]
+"""
+
+from grading.cli import hydra_entry
+from htr.speed import recognizer_bench
+
+
+@hydra_entry("benchmark_recognizers")
+def main(cfg):
+    return recognizer_bench.run(cfg)["speedup_ours_vs_naive"]
+
+
+if __name__ == "__main__":
+    main()
