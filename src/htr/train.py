@@ -376,16 +376,27 @@ def _synthetic(cfg: DictConfig, bundle: HTRBundle, split: str, length: int, seed
 class CachedDataset(torch.utils.data.Dataset):
     """A validation set rendered once and kept in memory (it is read at every epoch)."""
 
-    def __init__(self, dataset):
+    def __init__(self, dataset, desc: str = "rendering validation lines"):
         from tqdm import tqdm
 
-        self.items = [dataset[i] for i in tqdm(range(len(dataset)), desc="rendering validation lines")]
+        self.items = [dataset[i] for i in tqdm(range(len(dataset)), desc=desc)]
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, idx: int) -> dict[str, Any]:
         return self.items[idx]
+
+
+def manifest_records(data: DictConfig, folder: RunFolder) -> list[list]:
+    """The readable records of ``data.train_manifest`` and ``data.val_manifest`` (skips are logged)."""
+    out = []
+    for key in ("train_manifest", "val_manifest"):
+        records, _ = usable_records(read_manifest(data[key]), folder.file("skipped.jsonl"))
+        if not records:
+            raise ConfigError(f"data.{key}", "no readable line images")
+        out.append(records)
+    return out
 
 
 def build_datasets(cfg: DictConfig, bundle: HTRBundle, folder: RunFolder) -> tuple[Any, Any, dict[str, Any]]:
@@ -402,13 +413,8 @@ def build_datasets(cfg: DictConfig, bundle: HTRBundle, folder: RunFolder) -> tup
                                                         data.val_seed + 1, max_len))
         return train, val, tests
     if data.kind == "manifest":
-        sets = []
-        for key in ("train_manifest", "val_manifest"):
-            records, _ = usable_records(read_manifest(data[key]), folder.file("skipped.jsonl"))
-            if not records:
-                raise ConfigError(f"data.{key}", "no readable line images")
-            sets.append(ManifestLineDataset(records, bundle.image_processor, bundle.tokenizer, max_len,
-                                            bundle.decoder_start_token_id))
+        sets = [ManifestLineDataset(records, bundle.image_processor, bundle.tokenizer, max_len,
+                                    bundle.decoder_start_token_id) for records in manifest_records(data, folder)]
         return sets[0], sets[1], {}
     raise ConfigError("data.kind", f"{data.kind!r} is not one of synthetic, manifest")
 

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from grading.runs import JsonlAppender, RunFolder, read_jsonl, start_run
 from htr.ctc import batch_ink
-from htr.data import SyntheticLineDataset, open_image, read_manifest, usable_records
+from htr.data import SyntheticLineDataset, open_image
 from htr.evaluate import error_rates
 from htr.model import HTRBundle, build_model, count_parameters
 
@@ -70,45 +70,29 @@ def collate(items: list[tuple[np.ndarray, list[int], str]], multiple: int = 8) -
     return {"ink": ink, "widths": widths, "labels": labels, "texts": [it[2] for it in items]}
 
 
-class Cached(torch.utils.data.Dataset):
-    """A validation set rendered once and kept in memory."""
-
-    def __init__(self, dataset: torch.utils.data.Dataset, desc: str):
-        self.items = [dataset[i] for i in tqdm(range(len(dataset)), desc=desc)]
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, idx: int):
-        return self.items[idx]
-
-
 def build_datasets(cfg: DictConfig, bundle: HTRBundle, folder: RunFolder) -> tuple[Any, Any, dict[str, Any]]:
-    from htr.train import _synthetic  # the same text sources and fonts as the encoder-decoder models
+    # The same text sources, fonts and manifests as the encoder-decoder models.
+    from htr.train import CachedDataset, _synthetic, manifest_records
 
     data = cfg.data
     max_len = cfg.trainer.max_target_length
     if data.kind == "synthetic":
-        train = CTCLines(bundle, _synthetic(data, bundle, data.fonts, data.train_lines * cfg.trainer.epochs,
-                                            cfg.seed, max_len))
-        val = Cached(CTCLines(bundle, _synthetic(data, bundle, data.fonts, data.val_lines, data.val_seed,
-                                                 max_len)), "rendering validation lines")
+        def lines(fonts: str, n: int, seed: int) -> CTCLines:
+            return CTCLines(bundle, _synthetic(data, bundle, fonts, n, seed, max_len))
+
+        train = lines(data.fonts, data.train_lines * cfg.trainer.epochs, cfg.seed)
+        val = CachedDataset(lines(data.fonts, data.val_lines, data.val_seed))
         tests = {}
         if data.heldout_lines > 0:
-            tests["heldout"] = Cached(CTCLines(bundle, _synthetic(data, bundle, "heldout", data.heldout_lines,
-                                                                  data.val_seed + 1, max_len)),
-                                      "rendering held-out-font lines")
+            tests["heldout"] = CachedDataset(lines("heldout", data.heldout_lines, data.val_seed + 1),
+                                             "rendering held-out-font lines")
         return train, val, tests
+    if data.kind == "manifest":
+        train_records, val_records = manifest_records(data, folder)
+        return CTCLines(bundle, records=train_records), CachedDataset(CTCLines(bundle, records=val_records),
+                                                                      "reading validation lines"), {}
     from grading.errors import ConfigError
 
-    if data.kind == "manifest":
-        sets = []
-        for key in ("train_manifest", "val_manifest"):
-            records, _ = usable_records(read_manifest(data[key]), folder.file("skipped.jsonl"))
-            if not records:
-                raise ConfigError(f"data.{key}", "no readable line images")
-            sets.append(CTCLines(bundle, records=records))
-        return sets[0], Cached(sets[1], "reading validation lines"), {}
     raise ConfigError("data.kind", f"{data.kind!r} is not one of synthetic, manifest")
 
 
@@ -169,9 +153,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     ckpt = folder.file("checkpoints") / CHECKPOINT
     step = 0
     world = accelerator.num_processes
-    per_epoch = max(1, math.ceil(cfg.data.train_lines / (t.batch_size * world)))
-    if cfg.data.kind != "synthetic":
-        per_epoch = max(1, math.ceil(len(train_ds) / (t.batch_size * world)))
+    lines_per_epoch = cfg.data.train_lines if cfg.data.kind == "synthetic" else len(train_ds)
+    per_epoch = max(1, math.ceil(lines_per_epoch / (t.batch_size * world)))
     max_total = per_epoch * t.epochs if t.max_steps is None else min(t.max_steps, per_epoch * t.epochs)
     budget = None if t.time_budget_min is None else 60.0 * t.time_budget_min
     plan = StepPlan(max_total=max_total, warmup=t.warmup_steps, epochs=t.epochs, budget_s=budget)
@@ -199,7 +182,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     generator = torch.Generator().manual_seed(sampler_seed + accelerator.process_index)
     loader = torch.utils.data.DataLoader(
         train_ds, batch_size=t.batch_size, shuffle=True, generator=generator, num_workers=cfg.data.num_workers,
-        collate_fn=lambda items: collate(items, reduction), drop_last=True,
+        collate_fn=lambda items: collate(items, reduction), drop_last=False,
         persistent_workers=cfg.data.num_workers > 0)
     model, optimizer = accelerator.prepare(model, optimizer)
     augment = GpuAugment(**OmegaConf.to_container(t.gpu_augment))
@@ -214,7 +197,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     losses: list[float] = []
     bar = tqdm(total=plan.total, initial=step, desc="training", disable=not accelerator.is_main_process)
     stop = False
-    for batch in loader:
+
+    def batches():  # manifests are shorter than the planned steps: go round them again
+        while True:
+            yield from loader
+
+    for batch in batches():
         ink = batch["ink"].to(device).float()
         if augment.enabled:
             ink = augment(ink / 255.0) * 255.0
