@@ -234,7 +234,10 @@ class CTCRecognizer(nn.Module):
     @torch.inference_mode()
     def decode(self, ink: torch.Tensor, widths: torch.Tensor, num_beams: int = 5) -> list[list[int]]:
         """Label ids per line: CTC prefix beam search with ``num_beams`` > 1, else the best path."""
-        out = self(ink, widths)
+        return self.decode_outputs(self(ink, widths), num_beams)
+
+    def decode_outputs(self, out: dict[str, torch.Tensor], num_beams: int = 5) -> list[list[int]]:
+        """Label ids from a forward pass's ``log_probs`` and ``lengths`` (as :meth:`decode`)."""
         if num_beams <= 1:
             return greedy_decode(out["log_probs"], out["lengths"], self.blank_id)
         lp = out["log_probs"].cpu().numpy()

@@ -334,6 +334,10 @@ class SyntheticLineDataset(torch.utils.data.Dataset):
         from htr.synth.lines import render_line
         from htr.synth.text import chop, generic_sentence
 
+        if not self._single_threaded:
+            # Many rendering workers each running OpenCV's own thread pool would oversubscribe the cores.
+            cv2.setNumThreads(1)
+            self._single_threaded = True
         rng = np.random.default_rng([self.seed, self.epoch, idx])
         name = self.names[int(rng.choice(len(self.names), p=self.p))]
         pool = self.texts[name]
@@ -348,10 +352,6 @@ class SyntheticLineDataset(torch.utils.data.Dataset):
         return render_line(label, font, rng, self.augment), label
 
     def __getitem__(self, idx: int) -> dict[str, Any]:
-        if not self._single_threaded:
-            # Many rendering workers each running OpenCV's own thread pool would oversubscribe the cores.
-            cv2.setNumThreads(1)
-            self._single_threaded = True
         image, text = self.sample(idx)
         return {"pixel_values": encode_image(self.image_processor, image),
                 "labels": encode_text(self.tokenizer, text, self.max_target_length, self.decoder_start_token_id)}

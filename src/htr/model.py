@@ -79,8 +79,7 @@ class HTRBundle:
             if hasattr(self.model.backbone, "use_onnxruntime"):
                 self.model.backbone.use_onnxruntime = fast
             ink, widths = batch_ink([self.image_processor.line(im) for im in images], self.model.reduction)
-            ids = self.model.decode(ink.to(device), widths, num_beams=num_beams)
-            return [" ".join(self.tokenizer.decode(row, skip_special_tokens=True).split()) for row in ids]
+            return self.decode(self.model.decode(ink.to(device), widths, num_beams=num_beams))
         dtype = next(self.model.parameters()).dtype
         pixels = self.pixel_values(images).to(device=device, dtype=dtype)
         if not fast:
@@ -178,16 +177,16 @@ def build_model(cfg: DictConfig) -> HTRBundle:
     check_range("model.max_length", cfg.max_length, 8, 1024)
     if cfg.kind == "hub":
         return load_bundle(cfg.name_or_path, cfg.max_length)
+    charset = PRINTABLE_ASCII if cfg.charset == "printable_ascii" else cfg.charset
     if cfg.kind in CTC_KINDS:
         from htr.ctc import build_ctc_model
 
-        charset = PRINTABLE_ASCII if cfg.charset == "printable_ascii" else cfg.charset
         tokenizer = build_char_tokenizer(charset)
         processor = LineImageProcessor(height=cfg.image_height, width=cfg.image_width, stroke=cfg.stroke,
                                        margin=cfg.margin)
         return HTRBundle(build_ctc_model(cfg, tokenizer, charset), processor, tokenizer, f"new:{cfg.kind}")
     if cfg.kind == "vit_char":
-        tokenizer = build_char_tokenizer(PRINTABLE_ASCII if cfg.charset == "printable_ascii" else cfg.charset)
+        tokenizer = build_char_tokenizer(charset)
         decoder = _char_decoder(cfg, tokenizer)
     else:
         tokenizer, decoder = _minilm_decoder(cfg)

@@ -85,6 +85,13 @@ class StepPlan:
             return (step + 1) / warmup
         return max(0.0, (self.total - step) / max(1, self.total - warmup))
 
+    def replan(self, step: int, rate: float, elapsed: float, eval_seconds: list[float]) -> bool:
+        """Re-estimate ``total`` from the step rate (steps/s), the training time spent and the time one
+        validation takes, so that training ends within the budget; True when the budget is spent."""
+        left = self.budget_s - elapsed - float(np.mean(eval_seconds or [0.0])) * (self.epochs - self.epochs_done)
+        self.total = int(min(self.max_total, max(step + 1, step + left * rate)))
+        return elapsed >= self.budget_s
+
     def epoch_end(self, k: int) -> int:
         """The step that closes epoch ``k`` (1-based); a validation and a checkpoint follow it."""
         return max(1, round(self.total * k / self.epochs))
@@ -121,10 +128,7 @@ class PlanCallback(TrainerCallback):
         stop = False
         if self.rate_origin is not None and step > self.rate_origin[0]:
             rate = (step - self.rate_origin[0]) / (now - self.rate_origin[1])
-            evals_left = plan.epochs - plan.epochs_done
-            left = plan.budget_s - self.elapsed() - float(np.mean(self.eval_seconds or [0.0])) * evals_left
-            plan.total = int(min(plan.max_total, max(step + 1, step + left * rate)))
-            stop = self.elapsed() >= plan.budget_s
+            stop = plan.replan(step, rate, self.elapsed(), self.eval_seconds)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             shared = torch.tensor([plan.total, int(stop)], device=args_device())
             torch.distributed.broadcast(shared, src=0)

@@ -49,9 +49,6 @@ class CTCLines(torch.utils.data.Dataset):
 
     def __getitem__(self, idx: int) -> tuple[np.ndarray, list[int], str]:
         if self.synthetic is not None:
-            import cv2
-
-            cv2.setNumThreads(1)
             image, text = self.synthetic.sample(idx)
         else:
             rec = self.records[idx]
@@ -108,7 +105,7 @@ def evaluate(model, dataset, tokenizer, batch_size: int, num_beams: int, device)
         n = int((batch["labels"] >= 0).sum())
         loss_sum += float(out["loss"]) * n
         chars += n
-        ids = model.decode(batch["ink"].to(device), batch["widths"], num_beams=num_beams)
+        ids = model.decode_outputs(out, num_beams)  # the loss's forward pass serves decoding too
         hyps += [tokenizer.decode(row, skip_special_tokens=True) for row in ids]
         refs += batch["texts"]
     model.train(was_training)
@@ -156,8 +153,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     lines_per_epoch = cfg.data.train_lines if cfg.data.kind == "synthetic" else len(train_ds)
     per_epoch = max(1, math.ceil(lines_per_epoch / (t.batch_size * world)))
     max_total = per_epoch * t.epochs if t.max_steps is None else min(t.max_steps, per_epoch * t.epochs)
-    budget = None if t.time_budget_min is None else 60.0 * t.time_budget_min
-    plan = StepPlan(max_total=max_total, warmup=t.warmup_steps, epochs=t.epochs, budget_s=budget)
+    plan = StepPlan(max_total=max_total, warmup=t.warmup_steps, epochs=t.epochs,
+                    budget_s=None if t.time_budget_min is None else 60.0 * t.time_budget_min)
     if (ckpt / "state.json").is_file():
         from htr.ctc import CTCRecognizer
 
@@ -219,15 +216,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         bar.update(1)
         now = time.perf_counter()
         elapsed = elapsed0 + now - started
-        if budget is not None:
+        if plan.budget_s is not None:
             if rate_origin is None:
                 rate_origin = (step, now)
             elif step % 10 == 0 and step > rate_origin[0]:
-                rate = (step - rate_origin[0]) / (now - rate_origin[1])
-                left = budget - elapsed - float(np.mean(eval_seconds or [0.0])) * (plan.epochs - plan.epochs_done)
-                plan.total = int(min(plan.max_total, max(step + 1, step + left * rate)))
+                stop = plan.replan(step, (step - rate_origin[0]) / (now - rate_origin[1]), elapsed, eval_seconds)
                 bar.total = plan.total
-                stop = elapsed >= budget
         if step % t.logging_steps == 0:
             bar.set_postfix(loss=f"{np.mean(losses[-t.logging_steps:]):.3f}",
                             lr=f"{scheduler.get_last_lr()[0]:.2e}")
@@ -262,10 +256,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if accelerator.is_main_process:
         bundle.model = raw
         bundle.save(folder.file("model"), half=t.save_half)
-        final = HTRBundle(type(raw).load(folder.file("model")).to(device), bundle.image_processor,
-                          bundle.tokenizer)  # score the weights as saved (fp16 when save_half)
+        saved = type(raw).load(folder.file("model")).to(device)  # score the weights as saved (fp16 if save_half)
         for name, dataset in {"val": val_ds, **tests}.items():
-            m = evaluate(final.model, dataset, bundle.tokenizer, t.eval_batch_size, t.final_num_beams, device)
+            m = evaluate(saved, dataset, bundle.tokenizer, t.eval_batch_size, t.final_num_beams, device)
             for key in ("cer", "wer", "loss"):
                 result[f"{name}_{key}"] = m[key]
         result["final_num_beams"] = t.final_num_beams
