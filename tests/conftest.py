@@ -38,3 +38,21 @@ def embedder(tmp_path_factory):
     from grading.embed import Embedder
 
     return Embedder(cache_dir=tmp_path_factory.mktemp("emb-cache"))
+
+
+@pytest.fixture
+def grade_overrides(tmp_path):
+    """Writes a one-question rubric and answers to it (ids a0, a1, ...) under ``tmp_path``; returns the
+    ``grade`` config overrides that grade them into ``tmp_path / "run"`` with a private cache."""
+    import json
+
+    def write(question, texts: list[str]) -> list[str]:
+        rubric = tmp_path / "rubric.json"
+        rubric.write_text(json.dumps({"exam_id": "t", "questions": [question.model_dump()]}))
+        answers = tmp_path / "answers.jsonl"
+        answers.write_text("".join(json.dumps({"answer_id": f"a{i}", "question_id": question.id, "text": t}) + "\n"
+                                   for i, t in enumerate(texts)))
+        return [f"rubric={rubric}", f"answers={answers}", f"out_dir={tmp_path / 'run'}",
+                f"paths.cache_dir={tmp_path / 'cache'}"]
+
+    return write

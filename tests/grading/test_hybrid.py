@@ -99,16 +99,11 @@ def test_hybrid_config_composes_with_each_partner():
         assert cfg.grader.kg._target_ == "grading.graders.kg.KGGrader" and cfg.grader.alpha == 0.6
 
 
-def test_grade_entry_point_with_hybrid(tmp_path):
+def test_grade_entry_point_with_hybrid(tmp_path, grade_overrides):
     from grading import grade
 
-    rubric = tmp_path / "rubric.json"
-    rubric.write_text(json.dumps({"exam_id": "t", "questions": [QUESTION.model_dump()]}))
-    answers = tmp_path / "answers.jsonl"
-    answers.write_text("\n".join(json.dumps({"answer_id": f"a{i}", "question_id": "Q1", "text": t}) for i, t in
-                                 enumerate(["The mass cancels out, so both accelerate at g.", ""])) + "\n")
-    cfg = compose("grade", [f"rubric={rubric}", f"answers={answers}", "grader=hybrid", "grader.alpha=0.5",
-                            f"out_dir={tmp_path / 'run'}", f"paths.cache_dir={tmp_path / 'cache'}"])
+    texts = ["The mass cancels out, so both accelerate at g.", ""]
+    cfg = compose("grade", [*grade_overrides(QUESTION, texts), "grader=hybrid", "grader.alpha=0.5"])
     grade.run(cfg)
     full, empty = [json.loads(line) for line in (tmp_path / "run" / "scores.jsonl").read_text().splitlines()]
     for key in ("alpha", "s_kg", "s_other", "other", "fraction", "matches", "other_details"):

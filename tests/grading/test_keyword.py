@@ -62,15 +62,10 @@ def test_min_overlap_decides_partial_phrases(tmp_path):
         build_grader(keyword_config(tmp_path, min_overlap=0))
 
 
-def test_grade_entry_point_with_keyword_grader(tmp_path):
+def test_grade_entry_point_with_keyword_grader(tmp_path, grade_overrides):
     from grading import grade
 
-    rubric = tmp_path / "rubric.json"
-    rubric.write_text(json.dumps({"exam_id": "t", "questions": [QUESTION.model_dump()]}))
-    answers = tmp_path / "answers.jsonl"
-    answers.write_text(json.dumps({"answer_id": "a", "question_id": "Q4", "text": "Supply decreases."}) + "\n")
-    grade.run(compose("grade", [f"rubric={rubric}", f"answers={answers}", "grader=keyword",
-                                f"out_dir={tmp_path / 'run'}", f"paths.cache_dir={tmp_path / 'cache'}"]))
+    grade.run(compose("grade", [*grade_overrides(QUESTION, ["Supply decreases."]), "grader=keyword"]))
     (row,) = [json.loads(line) for line in (tmp_path / "run" / "scores.jsonl").read_text().splitlines()]
     assert row["grader"] == "keyword" and row["matched"] == ["supply_left"] and row["points"] == 2.0
     assert {"fraction", "s_keyword", "overlaps", "missing", "max_points"} <= set(row)

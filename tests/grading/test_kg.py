@@ -152,16 +152,11 @@ def test_out_of_range_knobs_are_refused(embedder, key, value):
         build_grader(kg_config("/tmp", **{key: value}), embedder)
 
 
-def test_grade_entry_point_writes_kg_explanations(tmp_path):
+def test_grade_entry_point_writes_kg_explanations(tmp_path, grade_overrides):
     from grading import grade
 
-    rubric = tmp_path / "rubric.json"
-    rubric.write_text(json.dumps({"exam_id": "t", "questions": [QUESTION.model_dump()]}))
-    answers = tmp_path / "answers.jsonl"
-    answers.write_text("\n".join(json.dumps({"answer_id": f"a{i}", "question_id": "Q1", "text": t}) for i, t in
-                                 enumerate(["The mass cancels out, so both accelerate at g.", "No idea."])) + "\n")
-    cfg = compose("grade", [f"rubric={rubric}", f"answers={answers}", "grader=kg", f"out_dir={tmp_path / 'run'}",
-                            f"paths.cache_dir={tmp_path / 'cache'}"])
+    texts = ["The mass cancels out, so both accelerate at g.", "No idea."]
+    cfg = compose("grade", [*grade_overrides(QUESTION, texts), "grader=kg"])
     metrics = grade.run(cfg)
     rows = [json.loads(line) for line in (tmp_path / "run" / "scores.jsonl").read_text().splitlines()]
     assert metrics["n_answers"] == 2 and [r["answer_id"] for r in rows] == ["a0", "a1"]

@@ -45,15 +45,10 @@ def test_close_answer_beats_unrelated_answer_and_empty_scores_zero(embedder):
     assert (close.points / 0.25).is_integer()
 
 
-def test_grade_entry_point_with_similarity_grader(tmp_path):
+def test_grade_entry_point_with_similarity_grader(tmp_path, grade_overrides):
     from grading import grade
 
-    rubric = tmp_path / "rubric.json"
-    rubric.write_text(json.dumps({"exam_id": "t", "questions": [QUESTION.model_dump()]}))
-    answers = tmp_path / "answers.jsonl"
-    answers.write_text(json.dumps({"answer_id": "a", "question_id": "Q2", "text": "It gives off oxygen."}) + "\n")
-    grade.run(compose("grade", [f"rubric={rubric}", f"answers={answers}", "grader=similarity",
-                                f"out_dir={tmp_path / 'run'}", f"paths.cache_dir={tmp_path / 'cache'}"]))
+    grade.run(compose("grade", [*grade_overrides(QUESTION, ["It gives off oxygen."]), "grader=similarity"]))
     (row,) = [json.loads(line) for line in (tmp_path / "run" / "scores.jsonl").read_text().splitlines()]
     assert row["grader"] == "similarity" and 0 < row["points"] <= 2
     assert {"similarity", "fraction", "matched", "missing"} <= set(row)

@@ -127,16 +127,10 @@ def test_tiny_run_writes_history_and_resumes_from_checkpoint(tmp_path, monkeypat
     assert load_bundle(out / "model").transcribe([Image.new("L", (60, 20), 255)], num_beams=1)
 
 
-def test_manifest_training_skips_and_names_bad_images(tmp_path, capsys):
-    for i in range(3):
-        img = np.full((24, 60), 230, np.uint8)
-        img[8:16, 5:50] = 20
-        Image.fromarray(img).save(tmp_path / f"{i}.png")
-    (tmp_path / "bad.png").write_bytes(b"")
-    rows = [{"image": f"{i}.png", "text": f"line {i}"} for i in range(3)] + [{"image": "bad.png", "text": "x"}]
-    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    cfg = compose("train_htr", [*TINY_MODEL, *TINY_TRAINER, "data=manifest", f"data.train_manifest={tmp_path}/train.jsonl",
-                                f"data.val_manifest={tmp_path}/train.jsonl", "data.num_workers=0", "trainer.epochs=1",
+def test_manifest_training_skips_and_names_bad_images(tmp_path, capsys, manifest_with_bad_image):
+    manifest = manifest_with_bad_image
+    cfg = compose("train_htr", [*TINY_MODEL, *TINY_TRAINER, "data=manifest", f"data.train_manifest={manifest}",
+                                f"data.val_manifest={manifest}", "data.num_workers=0", "trainer.epochs=1",
                                 f"out_dir={tmp_path / 'run'}"])
     metrics = train.run(cfg)
     assert "bad.png" in capsys.readouterr().err
