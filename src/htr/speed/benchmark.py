@@ -141,6 +141,17 @@ def summarize(results: dict) -> dict:
     }
 
 
+def _speedups(row: dict) -> str:
+    """The optional training speed-ups a row used, in a few words (``-`` for none)."""
+    used = [label for key, label in (("speedups", "SDPA decoder + padded vocab"), ("cudnn_benchmark", "cuDNN autotune"))
+            if row.get(key)]
+    if row.get("sdpa_backend"):
+        used.append(f"SDPA={row['sdpa_backend']}")
+    if row.get("inductor"):
+        used.append("inductor " + ",".join(f"{k}={v}" for k, v in row["inductor"].items()))
+    return "; ".join(used) or "-"
+
+
 def _fmt(v, digits: int = 1):
     if v is None:
         return "-"
@@ -192,11 +203,11 @@ def to_markdown(results: dict, cfg) -> str:
         lines += [f"## Training throughput ({cfg.train.target_tokens} target tokens, synthetic device-resident "
                   f"batches; MFU against {cfg.train.peak_tflops:g} TFLOP/s)", ""]
         table = [[r["setting"], r.get("batch_size", "-"), r.get("precision", "-"), r.get("fused_adamw", "-"),
-                  r.get("compile", "-"), _fmt(r.get("samples_per_s")),
+                  r.get("compile", "-"), _speedups(r), _fmt(r.get("samples_per_s")),
                   _fmt(r["samples_per_s"] / base if base and "samples_per_s" in r else None, 2),
                   _pct(r.get("mfu")), _fmt(r.get("peak_memory_gib")), r.get("error", "")] for r in train]
         lines.append(tabulate(table, headers=["setting", "batch", "precision", "fused AdamW", "compiled",
-                                              "samples/s", "x first", "MFU", "peak GiB", "error"],
+                                              "speed-ups", "samples/s", "x first", "MFU", "peak GiB", "error"],
                               tablefmt="github"))
         flops = next((r["train_flops_per_sample"] for r in train if "train_flops_per_sample" in r), None)
         if flops:

@@ -7,16 +7,18 @@ measures a realistic input pipeline (PNG decoding and the ViT image processor in
 
 from __future__ import annotations
 
+import contextlib
 import io
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from htr.fast_train import speed_up_training
 from htr.speed.decode_bench import release_memory, synchronize
 from htr.speed.flops import train_flops_per_sample
 from htr.speed.models import build_trocr
@@ -36,12 +38,68 @@ def compile_layers(model, **options) -> None:
                 layer.compile(**options)
 
 
+SDPA_BACKENDS = ("flash", "efficient", "cudnn", "math")
+
+
+@contextlib.contextmanager
+def sdpa_only(backend: str | None) -> Iterator[None]:
+    """Let ``scaled_dot_product_attention`` use only ``backend`` (None: torch's own choice) inside the block.
+
+    The global switches are used rather than ``sdpa_kernel``, because compiled graphs pick the kernel when
+    they are traced, which happens inside the block too.
+    """
+    if backend is None:
+        yield
+        return
+    if backend not in SDPA_BACKENDS:
+        raise ValueError(f"unknown SDPA backend {backend!r}; choose from {SDPA_BACKENDS}")
+    cuda = torch.backends.cuda
+    switches = {"flash": (cuda.flash_sdp_enabled, cuda.enable_flash_sdp),
+                "efficient": (cuda.mem_efficient_sdp_enabled, cuda.enable_mem_efficient_sdp),
+                "cudnn": (cuda.cudnn_sdp_enabled, cuda.enable_cudnn_sdp),
+                "math": (cuda.math_sdp_enabled, cuda.enable_math_sdp)}
+    before = {k: get() for k, (get, _) in switches.items()}
+    try:
+        for k, (_, set_) in switches.items():
+            set_(k == backend)
+        yield
+    finally:
+        for k, (_, set_) in switches.items():
+            set_(before[k])
+
+
 def train_setting(name: str, setting, cfg, device: torch.device) -> dict:
-    """Steps/s and samples/s of one training setting on synthetic device-resident batches."""
+    """Steps/s and samples/s of one training setting on synthetic device-resident batches.
+
+    Optional setting keys besides the required ones: ``speedups`` (:func:`htr.fast_train.speed_up_training`:
+    SDPA decoder attention and a vocabulary padded to 64 rows), ``cudnn_benchmark`` (let cuDNN time its
+    convolution algorithms, for the patch embedding), ``sdpa_backend`` (one of :data:`SDPA_BACKENDS`) and
+    ``inductor`` (a mapping of ``torch._inductor.config`` options used while the layers compile and run).
+    """
+    import torch._inductor.config  # noqa: F401  (loads the compiler's options only when a setting runs)
+
+    inductor = dict(setting.get("inductor") or {})
+    cudnn_before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = bool(setting.get("cudnn_benchmark", False))
+    try:
+        with sdpa_only(setting.get("sdpa_backend")), torch._inductor.config.patch(inductor):
+            row = _train_setting(name, setting, cfg, device)
+    finally:
+        torch.backends.cudnn.benchmark = cudnn_before
+    row.update(speedups=bool(setting.get("speedups", False)), cudnn_benchmark=bool(setting.get("cudnn_benchmark", False)),
+               sdpa_backend=setting.get("sdpa_backend"), inductor=inductor or None)
+    return row
+
+
+def _train_setting(name: str, setting, cfg, device: torch.device) -> dict:
     tc = cfg.train
     torch.manual_seed(0)
+    if setting.compile:
+        torch._dynamo.reset()  # graphs compiled for an earlier setting's model must not be reused or counted
     model = build_trocr(cfg.model.size, cross_attention_hidden_size=cfg.model.cross_attention_hidden_size,
                         device=device).train()
+    if setting.get("speedups", False):
+        speed_up_training(model)
     if setting.compile == "model":
         model.compile(mode=setting.compile_mode)
     elif setting.compile:
