@@ -117,7 +117,13 @@ def restore_output_projection(model: nn.Module) -> None:
 
 
 def speed_up_training(model: nn.Module, *, sdpa_attention: bool = True, pad_vocab_to: int | None = 64) -> dict:
-    """Apply both speed-ups; returns what was changed (for logs and benchmark rows)."""
-    done = {"sdpa_decoder_attention": sdpa_decoder_attention(model) if sdpa_attention else 0}
-    done["vocab_padding"] = pad_output_projection(model, pad_vocab_to) if pad_vocab_to else 0
+    """Apply both speed-ups where the model has the parts; returns what was changed (for logs and rows).
+
+    A decoder without TrOCR attention or without a linear ``output_projection`` (a BERT-style decoder, say)
+    is left as it is for that part.
+    """
+    done = {"sdpa_decoder_attention": sdpa_decoder_attention(model) if sdpa_attention else 0, "vocab_padding": 0}
+    head = getattr(getattr(model, "decoder", model), "output_projection", None)
+    if pad_vocab_to and isinstance(head, nn.Linear | PaddedOutputProjection):
+        done["vocab_padding"] = pad_output_projection(model, pad_vocab_to)
     return done

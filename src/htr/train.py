@@ -53,6 +53,7 @@ from htr.data import (
     usable_records,
 )
 from htr.evaluate import error_rates
+from htr.fast_train import restore_output_projection, speed_up_training
 from htr.model import HTRBundle, build_model, count_parameters
 
 log = logging.getLogger(__name__)
@@ -532,6 +533,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                           "line processor (model.kind=vit_char)")
     if t.ctc_weight > 0:
         attach_ctc_head(bundle.model, tuple(bundle.model.config.encoder.patch_size))
+    if t.fast_attention:
+        log.info("training speed-ups: %s", speed_up_training(bundle.model))
     callbacks = [PlanCallback(plan), HistoryCallback(folder.file("history.jsonl"), plan,
                                                      max(t.batch_size, t.replay.batch_size if t.replay.size else 0))]
     if isinstance(train_ds, SyntheticLineDataset):
@@ -552,6 +555,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                                "parameters": count_parameters(bundle.model)}
     if getattr(bundle.model, "ctc_head", None) is not None:
         del bundle.model.ctc_head  # a training aid only; the saved model is a plain VisionEncoderDecoder
+    restore_output_projection(bundle.model)  # the saved model has transformers' own LM head
     if trainer.is_world_process_zero():
         bundle.save(folder.file("model"), half=t.save_half)
     for name, dataset in {"val": val_ds, **tests}.items():
