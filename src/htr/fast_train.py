@@ -86,17 +86,17 @@ class PaddedOutputProjection(nn.Module):
         return F.linear(x, weight, bias)[..., : self.out_features]
 
 
-def _output_owner(model: nn.Module) -> nn.Module:
-    decoder = getattr(model, "decoder", model)
-    if not hasattr(decoder, "output_projection"):
-        raise TypeError(f"{type(model).__name__} has no decoder.output_projection (not a TrOCR-style model)")
-    return decoder
+def _output_head(model: nn.Module) -> tuple[nn.Module, nn.Module | None]:
+    """The module holding the LM head (the decoder, or the model itself) and the head, None if it has none."""
+    owner = getattr(model, "decoder", model)
+    return owner, getattr(owner, "output_projection", None)
 
 
 def pad_output_projection(model: nn.Module, multiple: int = 64) -> int:
     """Compute the LM head with a vocabulary padded to ``multiple`` rows; returns the rows of padding added."""
-    owner = _output_owner(model)
-    head = owner.output_projection
+    owner, head = _output_head(model)
+    if head is None:
+        raise TypeError(f"{type(model).__name__} has no decoder.output_projection (not a TrOCR-style model)")
     if isinstance(head, PaddedOutputProjection):
         return head.pad
     if not isinstance(head, nn.Linear):
@@ -108,11 +108,12 @@ def pad_output_projection(model: nn.Module, multiple: int = 64) -> int:
 
 
 def restore_output_projection(model: nn.Module) -> None:
-    """Undo :func:`pad_output_projection` (before saving); a no-op when the head is a plain ``nn.Linear``."""
-    owner = _output_owner(model)
-    if isinstance(owner.output_projection, PaddedOutputProjection):
-        original = owner.output_projection.original[0]
-        original.weight, original.bias = owner.output_projection.weight, owner.output_projection.bias
+    """Undo :func:`pad_output_projection` (before saving); a no-op when nothing was padded, including models
+    without an ``output_projection`` (a BERT-style decoder)."""
+    owner, head = _output_head(model)
+    if isinstance(head, PaddedOutputProjection):
+        original = head.original[0]
+        original.weight, original.bias = head.weight, head.bias
         owner.output_projection = original
 
 
@@ -123,7 +124,6 @@ def speed_up_training(model: nn.Module, *, sdpa_attention: bool = True, pad_voca
     is left as it is for that part.
     """
     done = {"sdpa_decoder_attention": sdpa_decoder_attention(model) if sdpa_attention else 0, "vocab_padding": 0}
-    head = getattr(getattr(model, "decoder", model), "output_projection", None)
-    if pad_vocab_to and isinstance(head, nn.Linear | PaddedOutputProjection):
+    if pad_vocab_to and isinstance(_output_head(model)[1], nn.Linear | PaddedOutputProjection):
         done["vocab_padding"] = pad_output_projection(model, pad_vocab_to)
     return done

@@ -86,3 +86,20 @@ def test_no_padding_needed_and_models_without_the_parts():
     with pytest.raises(TypeError, match="output_projection"):
         pad_output_projection(torch.nn.Linear(2, 2))
     assert speed_up_training(torch.nn.Linear(2, 2)) == {"sdpa_decoder_attention": 0, "vocab_padding": 0}
+
+
+def test_bert_style_decoder_is_left_alone_and_restore_is_a_no_op():
+    """model=vit_minilm has a BERT decoder: training applies nothing to it and must still save."""
+    from transformers import BertConfig, BertLMHeadModel
+
+    holder = torch.nn.Module()
+    holder.decoder = BertLMHeadModel(BertConfig(vocab_size=30, hidden_size=16, num_hidden_layers=1,
+                                                num_attention_heads=2, intermediate_size=32, is_decoder=True,
+                                                add_cross_attention=True))
+    before = {k: v.clone() for k, v in holder.state_dict().items()}
+    assert speed_up_training(holder) == {"sdpa_decoder_attention": 0, "vocab_padding": 0}
+    restore_output_projection(holder)  # train.run calls this before every save
+    after = holder.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    with pytest.raises(TypeError, match="output_projection"):
+        pad_output_projection(holder)
