@@ -24,7 +24,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from htr.speed.models import build_trocr
-from htr.speed.train_bench import compile_layers, sdpa_only
+from htr.speed.train_bench import compile_layers, sdpa_only, train_step
 
 CATEGORIES = (  # kernel-name fragments, first match wins
     ("attention", ("flash", "fmha", "cudnn", "attention", "sdpa")),
@@ -67,14 +67,7 @@ def build(batch: int, mode: str, device: torch.device):
     pixels = torch.randn(batch, 3, 384, 384, device=device)
     labels = torch.randint(3, 50265, (batch, 40), device=device)
 
-    def step() -> None:
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = model(pixel_values=pixels, labels=labels, use_cache=False).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    return step
+    return lambda: train_step(model, opt, pixels, labels, torch.bfloat16)
 
 
 def main() -> None:

@@ -41,6 +41,24 @@ def compile_layers(model, **options) -> None:
 SDPA_BACKENDS = ("flash", "efficient", "cudnn", "math")
 
 
+def train_step(model, opt, pixels: torch.Tensor, labels: torch.Tensor, amp_dtype: torch.dtype | None = None,
+               scaler: torch.amp.GradScaler | None = None) -> torch.Tensor:
+    """One optimiser step of a VisionEncoderDecoder on one batch (autocast to ``amp_dtype`` when given)."""
+    with torch.autocast(pixels.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        # No KV cache in training: HF would build one, and its per-layer index makes the compiler
+        # specialise every decoder layer separately.
+        loss = model(pixel_values=pixels, labels=labels, use_cache=False).loss
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+    else:
+        loss.backward()
+        opt.step()
+    opt.zero_grad(set_to_none=True)
+    return loss
+
+
 @contextlib.contextmanager
 def sdpa_only(backend: str | None) -> Iterator[None]:
     """Let ``scaled_dot_product_attention`` use only ``backend`` (None: torch's own choice) inside the block.
@@ -115,19 +133,7 @@ def _train_setting(name: str, setting, cfg, device: torch.device) -> dict:
     labels = torch.randint(3, vocab, (b, tc.target_tokens), generator=g).to(device)
 
     def step() -> torch.Tensor:
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            # No KV cache in training: HF would build one, and its per-layer index makes the compiler
-            # specialise every decoder layer separately.
-            loss = model(pixel_values=pixels, labels=labels, use_cache=False).loss
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-        else:
-            loss.backward()
-            opt.step()
-        opt.zero_grad(set_to_none=True)
-        return loss
+        return train_step(model, opt, pixels, labels, amp_dtype, scaler)
 
     release_memory(device)
     start = time.perf_counter()
