@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from grading.cli import compose
+from grading.errors import ConfigError
 from htr.speed import benchmark
 
 
@@ -31,3 +34,11 @@ def test_cpu_smoke_run_end_to_end(tmp_path):
     train = {r["setting"]: r for r in rows if r.get("section") == "train"}
     assert set(train) == set(cfg.train.settings) and all(r["samples_per_s"] > 0 for r in train.values())
     assert any(r.get("section") == "loader" and r["images_per_s"] > 0 for r in rows)
+
+
+def test_unknown_sdpa_backend_is_refused_before_anything_runs(tmp_path):
+    cfg = compose("benchmark_htr", ["speed_profile=cpu_smoke", f"out_dir={tmp_path / 'run'}",
+                                    "++train.settings.ours.sdpa_backend=fastest"])
+    with pytest.raises(ConfigError, match=r"train\.settings\.ours\.sdpa_backend"):
+        benchmark.run(cfg)
+    assert not (tmp_path / "run").exists()

@@ -19,7 +19,7 @@ from grading.errors import ConfigError, check_range
 from grading.runs import JsonlAppender, start_run, write_json
 from htr.speed.decode_bench import DTYPES, DecodeBenchmark, release_memory
 from htr.speed.models import ARCHITECTURES
-from htr.speed.train_bench import AMP_DTYPES, run_training
+from htr.speed.train_bench import AMP_DTYPES, SDPA_BACKENDS, run_training
 
 
 def validate(cfg) -> None:
@@ -56,6 +56,9 @@ def validate(cfg) -> None:
         if s.precision not in AMP_DTYPES:
             raise ConfigError(f"train.settings.{name}.precision", f"{s.precision!r} is not one of {sorted(AMP_DTYPES)}")
         check_range(f"train.settings.{name}.batch_size", s.batch_size, 1, 4096)
+        if s.get("sdpa_backend") not in (None, *SDPA_BACKENDS):
+            raise ConfigError(f"train.settings.{name}.sdpa_backend",
+                              f"{s.sdpa_backend!r} is not null or one of {list(SDPA_BACKENDS)}")
     check_range("train.peak_tflops", cfg.train.peak_tflops, 0.001, 100_000)
     for mode in cfg.train.loader.modes:
         if mode not in ("processor", "uint8"):
