@@ -127,15 +127,9 @@ def test_tiny_run_writes_history_and_resumes_from_checkpoint(tmp_path, monkeypat
     assert load_bundle(out / "model").transcribe([Image.new("L", (60, 20), 255)], num_beams=1)
 
 
-def test_manifest_training_skips_and_names_bad_images(tmp_path, capsys, manifest_with_bad_image):
-    manifest = manifest_with_bad_image
-    cfg = compose("train_htr", [*TINY_MODEL, *TINY_TRAINER, "data=manifest", f"data.train_manifest={manifest}",
-                                f"data.val_manifest={manifest}", "data.num_workers=0", "trainer.epochs=1",
-                                f"out_dir={tmp_path / 'run'}"])
-    metrics = train.run(cfg)
-    assert "bad.png" in capsys.readouterr().err
-    skipped = read_jsonl(tmp_path / "run" / "skipped.jsonl")
-    assert {Path(r["image"]).name for r in skipped} == {"bad.png"}
+def test_manifest_training_skips_and_names_bad_images(train_on_bad_manifest):
+    metrics, skipped = train_on_bad_manifest([*TINY_MODEL, *TINY_TRAINER])
+    assert skipped == {"bad.png"}
     assert metrics["steps"] == 1  # 3 readable lines, batch 4
 
 
