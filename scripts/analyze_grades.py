@@ -4,7 +4,7 @@ python scripts/analyze_grades.py ai=<ai.csv> human=<human.csv> out_dir=<dir> [ai
 """
 
 from grading.analysis import analyze
-from grading.cli import hydra_entry
+from inkbase.cli import hydra_entry
 
 
 @hydra_entry("analyze_grades")

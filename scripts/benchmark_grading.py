@@ -4,7 +4,7 @@ python scripts/benchmark_grading.py dataset=<mohler|semeval|asap> data_dir=<dir>
 """
 
 from grading.benchmarks import run
-from grading.cli import hydra_entry
+from inkbase.cli import hydra_entry
 
 
 @hydra_entry("benchmark_grading")

@@ -4,7 +4,7 @@ python scripts/benchmark_grading_speed.py [n_answers=2000] [threads=2] [profile=
 """
 
 from grading import speed
-from grading.cli import hydra_entry
+from inkbase.cli import hydra_entry
 
 
 @hydra_entry("benchmark_grading_speed")

@@ -3,8 +3,8 @@
 python scripts/benchmark_htr.py [device=cpu model.size=tiny ...]
 """
 
-from grading.cli import hydra_entry
 from htr.speed import benchmark
+from inkbase.cli import hydra_entry
 
 
 @hydra_entry("benchmark_htr")

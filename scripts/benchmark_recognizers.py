@@ -3,8 +3,8 @@
 python scripts/benchmark_recognizers.py [model_dir=<dir>] [lines=64] [threads=2] [out_dir=<dir>]
 """
 
-from grading.cli import hydra_entry
 from htr.speed import recognizer_bench
+from inkbase.cli import hydra_entry
 
 
 @hydra_entry("benchmark_recognizers")

@@ -3,8 +3,8 @@
 python scripts/compare_benchmarks.py typed=<results.json or run dir> handwritten=<results.json or run dir> out_dir=<dir>
 """
 
-from grading.benchmarks import handwritten
-from grading.cli import hydra_entry
+from inkbase.cli import hydra_entry
+from inkgrade import handwritten_benchmark as handwritten
 
 
 @hydra_entry("compare_benchmarks")

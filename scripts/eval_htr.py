@@ -3,8 +3,8 @@
 python scripts/eval_htr.py [model_dir=<dir>] manifest=<jsonl> out_dir=<dir> [recognizer=model|rapidocr|tesseract]
 """
 
-from grading.cli import hydra_entry
 from htr import evaluate
+from inkbase.cli import hydra_entry
 
 
 @hydra_entry("eval_htr")

@@ -4,7 +4,7 @@ python scripts/grade.py rubric=<rubric.json> answers=<answers.jsonl> grader=<nam
 """
 
 from grading import grade
-from grading.cli import hydra_entry
+from inkbase.cli import hydra_entry
 
 
 @hydra_entry("grade")

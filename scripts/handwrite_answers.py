@@ -3,8 +3,8 @@
 python scripts/handwrite_answers.py dataset=mohler data_dir=<data> [recognizer=model] out_dir=<dir>
 """
 
-from grading.benchmarks import handwritten
-from grading.cli import hydra_entry
+from inkbase.cli import hydra_entry
+from inkgrade import handwritten_benchmark as handwritten
 
 
 @hydra_entry("handwrite_answers")

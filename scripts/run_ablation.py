@@ -5,7 +5,7 @@ python scripts/run_ablation.py -m +sweep=ablation_spans      # one run folder pe
 """
 
 from grading import ablations
-from grading.cli import hydra_entry
+from inkbase.cli import hydra_entry
 
 
 @hydra_entry("ablation")

@@ -3,8 +3,8 @@
 python scripts/run_pipeline.py [scripts.seed=1] [recognizer=rapidocr] [grader=similarity] [out_dir=<dir>]
 """
 
-from grading import pipeline
-from grading.cli import hydra_entry
+from inkbase.cli import hydra_entry
+from inkgrade import pipeline
 
 
 @hydra_entry("pipeline")

@@ -4,8 +4,8 @@ python scripts/train_htr.py experiment=<name> [out_dir=<dir>]
 (on several GPUs: accelerate launch scripts/train_htr.py experiment=<name> ...)
 """
 
-from grading.cli import hydra_entry
 from htr import train
+from inkbase.cli import hydra_entry
 
 
 @hydra_entry("train_htr")

@@ -4,7 +4,7 @@ python scripts/train_semantic.py dataset=semeval data_dir=<dir> out_dir=<dir>
 """
 
 from grading.benchmarks import train_semantic
-from grading.cli import hydra_entry
+from inkbase.cli import hydra_entry
 
 
 @hydra_entry("train_semantic")

@@ -3,8 +3,8 @@
 python scripts/transcribe.py image=<png> out_dir=<dir> [model_dir=<dir>] [recognizer=model|rapidocr|tesseract]
 """
 
-from grading.cli import hydra_entry
 from htr import transcribe
+from inkbase.cli import hydra_entry
 
 
 @hydra_entry("transcribe")

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from grading.cli import compose
+from inkbase.cli import compose
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 MAIN = sorted(p.stem for p in CONFIGS.glob("*.yaml"))

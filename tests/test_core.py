@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from grading.errors import ConfigError, InputError, RunFolderError, check_range
 from grading.rubric import load_answers, load_rubric
-from grading.runs import JsonlAppender, read_jsonl, start_run
 from grading.scoring import round_points, to_points
+from inkbase.errors import ConfigError, InputError, RunFolderError, check_range
+from inkbase.jsonio import JsonlAppender, read_jsonl
+from inkbase.runs import start_run
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from grading.runs import read_jsonl
+from inkbase.jsonio import read_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 

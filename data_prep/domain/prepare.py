@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from grading.errors import ConfigError, InputError
 from htr.data import open_image, write_manifest
+from inkbase.errors import ConfigError, InputError
 
 
 def read_texts(path: str | Path) -> list[dict[str, str]]:

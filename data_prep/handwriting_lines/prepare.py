@@ -14,8 +14,8 @@ import csv
 import sys
 from pathlib import Path
 
-from grading.errors import InputError
 from htr.data import open_image, write_manifest
+from inkbase.errors import InputError
 
 FOLDER = "handwriting_lines"
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from grading.errors import InputError
 from htr.data import write_manifest
+from inkbase.errors import InputError
 
 
 def load_source(source: str):

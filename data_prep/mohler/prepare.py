@@ -15,8 +15,8 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from grading.benchmarks.datasets import load_benchmark
-from grading.cli import compose
 from grading.rubric import Rubric
+from inkbase.cli import compose
 
 
 def export(name: str, data_dir: Path, out_dir: Path) -> None:

@@ -3,8 +3,8 @@
 python data_prep/synthetic/prepare.py n_train=100000 n_val=2000 num_workers=2 [out_dir=<dir>]
 """
 
-from grading.cli import hydra_entry
 from htr.synth import dataset
+from inkbase.cli import hydra_entry
 
 
 @hydra_entry("prepare_synthetic")

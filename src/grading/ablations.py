@@ -36,13 +36,14 @@ from tqdm import tqdm
 
 from grading.agreement import summary_agreement
 from grading.embed import get_embedder
-from grading.errors import ConfigError, InputError, check_range
 from grading.graders import build_grader, concepts
 from grading.graders.hybrid import hybrid_fraction
 from grading.graders.kg import kg_score, rubric_graph
 from grading.rubric import Answer, Rubric, load_answers, load_rubric
-from grading.runs import JsonlAppender, hydra_output_dir, iter_run_folders, read_jsonl, start_run
 from grading.scoring import to_points
+from inkbase.errors import ConfigError, InputError, check_range
+from inkbase.jsonio import JsonlAppender, read_jsonl
+from inkbase.runs import hydra_output_dir, iter_run_folders, start_run
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,8 @@ from tqdm import tqdm
 from grading.embed import get_embedder
 from grading.graders import Grader, build_grader
 from grading.rubric import Answer, Rubric, load_answers, load_rubric
-from grading.runs import JsonlAppender, hydra_output_dir, read_jsonl, start_run
+from inkbase.jsonio import JsonlAppender, read_jsonl
+from inkbase.runs import hydra_output_dir, start_run
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from rapidfuzz import fuzz, process
 
-from grading.errors import InputError
+from inkbase.errors import InputError
 
 ROSTER_COLUMNS = ("student_id", "name", "class")
 

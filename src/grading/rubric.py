@@ -13,14 +13,13 @@ Answers JSONL, one object a line: ``{"answer_id", "question_id", "text"}``; othe
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from grading.errors import InputError
+from inkbase.errors import InputError
+from inkbase.jsonio import iter_jsonl_objects, read_json
 
 RELATIONS = ("causes", "depends_on", "produces", "part_of", "is_a", "requires", "implies", "contrasts_with",
              "equals", "uses", "related_to")
@@ -162,37 +161,6 @@ def _raise_validation(path: Path, err: ValidationError, prefix: str = "") -> Non
     if first["type"] == "missing":
         problem = "missing"
     raise InputError(path, prefix + field, problem) from None
-
-
-def read_json(path: str | Path) -> Any:
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "(file)", "not found")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise InputError(path, f"line {e.lineno} column {e.colno}", f"invalid JSON ({e.msg})") from None
-    except UnicodeDecodeError:
-        raise InputError(path, "(file)", "not UTF-8 text") from None
-
-
-def iter_jsonl_objects(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """``(line number, object)`` for each non-blank line of a JSONL file; :class:`InputError` names the file
-    and line of a missing file, broken JSON or a line that is not an object."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "(file)", "not found")
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(path, f"line {lineno}", f"invalid JSON ({e.msg})") from None
-            if not isinstance(obj, dict):
-                raise InputError(path, f"line {lineno}", "expected a JSON object")
-            yield lineno, obj
 
 
 def load_rubric(path: str | Path) -> Rubric:

@@ -36,12 +36,13 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from grading.embed import Embedder
-from grading.errors import check_range
 from grading.grade import grade_answers
 from grading.graders import build_grader
 from grading.graders.concepts import extract_spans, load_nlp, normalise, span_options
 from grading.rubric import Answer, Rubric, load_answers, load_rubric
-from grading.runs import hydra_output_dir, start_run, write_json
+from inkbase.errors import check_range
+from inkbase.jsonio import write_json
+from inkbase.runs import hydra_output_dir, start_run
 
 log = logging.getLogger(__name__)
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from grading.errors import ConfigError, InputError
+from inkbase.errors import ConfigError, InputError
 
 MODEL_TYPE = "inkgrade_ctc"
 WEIGHTS_FILE = "model.safetensors"

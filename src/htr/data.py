@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from grading.errors import ConfigError, InputError
-from grading.rubric import iter_jsonl_objects
+from inkbase.errors import ConfigError, InputError
+from inkbase.jsonio import iter_jsonl_objects
 
 PROCESSOR_FILE = "preprocessor_config.json"
 

@@ -21,8 +21,9 @@ import jiwer
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from grading.errors import InputError
-from grading.runs import JsonlAppender, read_jsonl, start_run
+from inkbase.errors import InputError
+from inkbase.jsonio import JsonlAppender, read_jsonl
+from inkbase.runs import start_run
 
 _ASCII = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032": "'",
                         "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": '"', "\u2033": '"',

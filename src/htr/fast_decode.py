@@ -570,11 +570,6 @@ _DECODERS: OrderedDict = OrderedDict()
 _MAX_DECODERS = 4
 
 
-def clear_decoders() -> None:
-    """Drop the decoders ``fast_generate`` keeps (and the GPU memory they hold)."""
-    _DECODERS.clear()
-
-
 def fast_generate(model, pixel_values: torch.Tensor, num_beams: int | None = None,
                   max_new_tokens: int | None = None, *, batch_size: int = 64, dtype: torch.dtype | None = None,
                   attention: str = "sdpa", cuda_graphs: bool = True,

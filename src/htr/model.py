@@ -29,9 +29,9 @@ import torch
 from omegaconf import DictConfig
 from PIL import Image
 
-from grading.errors import ConfigError, check_range
 from htr.data import LineImageProcessor
 from htr.tokenizer import PRINTABLE_ASCII, build_char_tokenizer
+from inkbase.errors import ConfigError, check_range
 
 KINDS = ("hub", "vit_char", "vit_minilm", "ppocr_ctc", "crnn_ctc")
 CTC_KINDS = ("ppocr_ctc", "crnn_ctc")

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from grading.errors import ConfigError
+from inkbase.errors import ConfigError
 
 
 def _attrs(node) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from grading.errors import check_range, config_dataclass
+from inkbase.errors import check_range, config_dataclass
 
 log = logging.getLogger(__name__)
 

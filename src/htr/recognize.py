@@ -1,7 +1,7 @@
 """Line recognisers behind one interface: line images in, one string per line out.
 
 ``build_recognizer(cfg)`` picks one by ``cfg.name`` (configs/recognizer/). RapidOCR (PP-OCR, printed
-text) and Tesseract are the off-the-shelf baselines that ship offline; ``model`` (alias ``trocr``) runs a
+text) and Tesseract are the off-the-shelf baselines that ship offline; ``model`` runs a
 saved model folder of :mod:`htr.model` (CTC or TrOCR-style), by default the one shipped in
 ``src/htr/weights/default``.
 """
@@ -104,18 +104,15 @@ class ModelRecognizer(Recognizer):
         return out
 
 
-TrOCRRecognizer = ModelRecognizer  # the name this recogniser had when only TrOCR-style models existed
-
 RECOGNIZERS: dict[str, type[Recognizer]] = {
-    "rapidocr": RapidOCRRecognizer, "tesseract": TesseractRecognizer, "model": ModelRecognizer,
-    "trocr": ModelRecognizer}
+    "rapidocr": RapidOCRRecognizer, "tesseract": TesseractRecognizer, "model": ModelRecognizer}
 
 
 def build_recognizer(cfg) -> Recognizer:
     """The recogniser a ``recognizer`` config names; its other keys are the constructor's arguments."""
     from omegaconf import OmegaConf
 
-    from grading.errors import ConfigError
+    from inkbase.errors import ConfigError
 
     args = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
     name = args.pop("name")

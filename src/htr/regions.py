@@ -19,11 +19,11 @@ from typing import Any
 import cv2
 import numpy as np
 
-from grading.errors import InputError
-from grading.rubric import read_json
 from htr.preprocess import to_gray
+from inkbase.errors import InputError
+from inkbase.jsonio import read_json
 
-RESERVED_LABELS = ("NAME", "ID", "CLASS")
+IDENTITY_LABELS = ("NAME", "ID", "CLASS")  # reserved region labels of the template format (seed 000)
 METHODS = ("auto", "marks", "ecc", "orb")
 _PAGE_KEY = re.compile(r"^(0|[1-9][0-9]*)$")
 

@@ -25,8 +25,8 @@ import numpy as np
 from scipy.ndimage import uniform_filter1d
 from scipy.signal import find_peaks
 
-from grading.errors import ConfigError, check_range, config_dataclass
 from htr.preprocess import to_gray
+from inkbase.errors import ConfigError, check_range, config_dataclass
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
-from grading.errors import ConfigError
+from inkbase.errors import ConfigError
 
 PRINTABLE_ASCII = "".join(chr(c) for c in range(0x20, 0x7F))
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>")

@@ -4,7 +4,7 @@
 as its start (``model.init_from=<stage 1 run>/model``). Runs on one GPU, on several through
 ``accelerate launch scripts/train_htr.py ...`` (DDP), or on the CPU.
 
-The run folder (``out_dir``) holds ``config.yaml``/``run.json`` (:mod:`grading.runs`), ``checkpoints/``
+The run folder (``out_dir``) holds ``config.yaml``/``run.json`` (:mod:`inkbase.runs`), ``checkpoints/``
 (saved at every evaluation, so a rerun with the same ``out_dir`` resumes from the last one),
 ``history.jsonl`` (one row per epoch: train loss, validation loss, CER, WER), ``model/`` (model +
 processor + tokenizer + config, reloadable on its own), ``table.md``/``table.csv``/``curve.png`` (the
@@ -41,8 +41,6 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback
 
-from grading.errors import ConfigError, check_range
-from grading.runs import JsonlAppender, RunFolder, read_jsonl, start_run, write_json
 from htr.data import (
     LineCollator,
     LineImageProcessor,
@@ -55,6 +53,9 @@ from htr.data import (
 from htr.evaluate import error_rates
 from htr.fast_train import restore_output_projection, speed_up_training
 from htr.model import HTRBundle, build_model, count_parameters
+from inkbase.errors import ConfigError, check_range
+from inkbase.jsonio import JsonlAppender, read_jsonl, write_json
+from inkbase.runs import RunFolder, start_run
 
 log = logging.getLogger(__name__)
 PLAN_FILE = "step_plan.json"

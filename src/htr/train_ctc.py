@@ -25,11 +25,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from grading.runs import JsonlAppender, RunFolder, read_jsonl, start_run
 from htr.ctc import batch_ink
 from htr.data import SyntheticLineDataset, open_image
 from htr.evaluate import error_rates
 from htr.model import HTRBundle, build_model, count_parameters
+from inkbase.jsonio import JsonlAppender, read_jsonl
+from inkbase.runs import RunFolder, start_run
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "last"
@@ -88,7 +89,7 @@ def build_datasets(cfg: DictConfig, bundle: HTRBundle, folder: RunFolder) -> tup
         train_records, val_records = manifest_records(data, folder)
         return CTCLines(bundle, records=train_records), CachedDataset(CTCLines(bundle, records=val_records),
                                                                       "reading validation lines"), {}
-    from grading.errors import ConfigError
+    from inkbase.errors import ConfigError
 
     raise ConfigError("data.kind", f"{data.kind!r} is not one of synthetic, manifest")
 

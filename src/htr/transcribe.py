@@ -14,8 +14,9 @@ import cv2
 from omegaconf import DictConfig
 from PIL import Image
 
-from grading.errors import InputError
-from grading.runs import start_run, write_json
+from inkbase.errors import InputError
+from inkbase.jsonio import write_json
+from inkbase.runs import start_run
 
 
 def run(cfg: DictConfig) -> dict:

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from grading import ablations
-from grading.cli import compose
-from grading.runs import CONFIG_DIR, REPO_ROOT
+from inkbase.cli import compose
+from inkbase.runs import CONFIG_DIR, REPO_ROOT
 
 RUBRIC = {"exam_id": "tiny", "questions": [
     {"id": "P", "subject": "physics", "text": "Why do both balls land together?", "max_points": 2, "granularity": 0.5,
@@ -128,7 +128,7 @@ def test_concept_prf_known_values():
 
 
 def test_bad_gold_concepts_name_the_answer(exam, tmp_path):
-    from grading.errors import InputError
+    from inkbase.errors import InputError
 
     bad = tmp_path / "answers.jsonl"
     bad.write_text(json.dumps({"answer_id": "x", "question_id": "P", "text": "hi", "concepts": ["nope"]}) + "\n")
@@ -147,7 +147,7 @@ def test_configs_compose(config, overrides):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from grading.cli import register_resolvers
+    from inkbase.cli import register_resolvers
 
     register_resolvers()
     with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):

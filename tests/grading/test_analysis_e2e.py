@@ -14,8 +14,8 @@ from scipy import stats
 
 from grading.analysis import analyze
 from grading.analysis.io import load_grades
-from grading.cli import compose
-from grading.errors import ConfigError
+from inkbase.cli import compose
+from inkbase.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "analyze_grades.py"

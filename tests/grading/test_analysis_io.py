@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from grading.analysis.io import load_grades, read_grade_table, run_sort_key, scores_to_long_csv
-from grading.errors import InputError
+from inkbase.errors import InputError
 
 SAMPLE = Path(__file__).resolve().parents[2] / "src" / "grading" / "sample_exam"
 

@@ -17,7 +17,7 @@ from grading.benchmarks.metrics import (
     regression_metrics,
 )
 from grading.benchmarks.protocols import folds
-from grading.errors import ConfigError, InputError
+from inkbase.errors import ConfigError, InputError
 
 MOHLER_COLS = ["question_id", "assignment", "is_exam", "excluded_in_original_papers", "answer_index", "question",
                "reference_answer", "student_answer", "score_grader_me_raw", "score_grader_other_raw",
@@ -137,7 +137,7 @@ def test_mohler_gold_choice(tmp_path):
 
 def test_end_to_end_benchmark_on_synthetic_data(tmp_path):
     from grading.benchmarks import run
-    from grading.cli import compose
+    from inkbase.cli import compose
 
     write_mohler(tmp_path / "data")
     cfg = compose("benchmark_grading", [f"data_dir={tmp_path / 'data'}", f"out_dir={tmp_path / 'out'}",
@@ -163,7 +163,7 @@ def test_end_to_end_benchmark_on_synthetic_data(tmp_path):
 def test_llm_without_key_is_skipped_with_a_note(tmp_path, monkeypatch, embedder):
     from grading.benchmarks.datasets import Benchmark
     from grading.benchmarks.run import resolve_methods
-    from grading.cli import compose
+    from inkbase.cli import compose
 
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     cfg = compose("benchmark_grading", ["methods=[similarity,llm]"])
@@ -173,7 +173,7 @@ def test_llm_without_key_is_skipped_with_a_note(tmp_path, monkeypatch, embedder)
 
 def test_asap_is_refused_for_training():
     from grading.benchmarks.train_semantic import run
-    from grading.cli import compose
+    from inkbase.cli import compose
 
     with pytest.raises(ConfigError, match="evaluation only"):
         run(compose("train_semantic", ["dataset=asap"]))

@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 
 from grading.benchmarks.datasets import Benchmark, replace_texts
-from grading.benchmarks.handwritten import compare, handwrite, read_box
-from grading.errors import InputError
 from grading.rubric import Question
+from inkbase.errors import InputError
+from inkgrade.handwritten_benchmark import compare, handwrite, read_box
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -8,11 +8,11 @@ import types
 
 import pytest
 
-from grading.cli import compose
-from grading.errors import ConfigError
 from grading.graders import Grader, GradeResult
 from grading.graders.hybrid import HybridGrader, hybrid_fraction
 from grading.rubric import Answer, Question
+from inkbase.cli import compose
+from inkbase.errors import ConfigError
 
 QUESTION = Question.model_validate({
     "id": "Q1", "text": "Why does the mass cancel?", "max_points": 4, "granularity": 0.5,

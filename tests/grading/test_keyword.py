@@ -6,12 +6,12 @@ import json
 
 import pytest
 
-from grading.cli import compose
-from grading.errors import ConfigError
 from grading.graders import build_grader
 from grading.graders.concepts import content_lemmas, load_nlp
 from grading.graders.keyword import phrase_overlap
 from grading.rubric import Answer, Question
+from inkbase.cli import compose
+from inkbase.errors import ConfigError
 
 QUESTION = Question.model_validate({
     "id": "Q4", "text": "A frost destroys coffee plants. Explain the effect on the coffee market.", "max_points": 4,

@@ -7,8 +7,6 @@ import json
 import numpy as np
 import pytest
 
-from grading.cli import compose
-from grading.errors import ConfigError
 from grading.graders import build_grader
 from grading.graders.concepts import (
     extract_spans,
@@ -20,6 +18,8 @@ from grading.graders.concepts import (
 )
 from grading.graders.kg import kg_coverage, kg_score, rubric_graph, satisfied_relations
 from grading.rubric import Answer, Question
+from inkbase.cli import compose
+from inkbase.errors import ConfigError
 
 QUESTION = Question.model_validate({
     "id": "Q1", "text": "Why do a heavy and a light ball dropped in a vacuum land together?", "max_points": 4,

@@ -14,10 +14,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from grading.errors import ConfigError
 from grading.graders.llm import LLMGrader
 from grading.llm import GRADE_SCHEMA, PROMPT_VERSION, LLMClient, grade_messages, image_part, load_settings
 from grading.rubric import Answer, Question
+from inkbase.errors import ConfigError
 
 GOOD = {"coherence": 0.8, "correctness": 0.6, "justification": "Names the main idea; misses the cause."}
 
@@ -299,7 +299,7 @@ def test_vision_message_is_sent_as_a_data_uri(tmp_path):
 
 def test_grade_entry_point_records_usage_and_resumes_from_cache(tmp_path):
     from grading import grade
-    from grading.cli import compose
+    from inkbase.cli import compose
 
     rubric = {"exam_id": "t", "questions": [QUESTION.model_dump()]}
     (tmp_path / "rubric.json").write_text(json.dumps(rubric))

@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 
-from grading.errors import ConfigError, InputError
 from grading.graders.semantic import (
     EXAMPLE_FEATURES,
     SCALAR_FEATURES,
@@ -20,6 +19,7 @@ from grading.graders.semantic import (
     pair_features,
 )
 from grading.rubric import Answer, Question
+from inkbase.errors import ConfigError, InputError
 
 TOPICS = [
     ("Why does ice float on water?", "Ice is less dense than liquid water.",
@@ -124,8 +124,8 @@ def test_bad_model_files_are_clear_errors(embedder, tmp_path):
 
 
 def test_grader_config_composes_and_builds(embedder):
-    from grading.cli import compose
     from grading.graders import build_grader
+    from inkbase.cli import compose
 
     cfg = compose("grade", ["grader=semantic", "rubric=r.json", "answers=a.jsonl"])
     grader = build_grader(cfg.grader, embedder)

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from grading.cli import compose
-from grading.errors import ConfigError
 from grading.graders.similarity import SimilarityGrader
 from grading.rubric import Answer, Question
+from inkbase.cli import compose
+from inkbase.errors import ConfigError
 
 QUESTION = Question.model_validate({
     "id": "Q2", "text": "What does a plant release during photosynthesis?", "max_points": 2, "granularity": 0.25,

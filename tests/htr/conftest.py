@@ -31,9 +31,9 @@ def train_on_bad_manifest(tmp_path, capsys, manifest_with_bad_image):
     Checks that the unreadable image is named on stderr; returns the run's metrics and the names of the
     images listed in its ``skipped.jsonl``.
     """
-    from grading.cli import compose
-    from grading.runs import read_jsonl
     from htr import train
+    from inkbase.cli import compose
+    from inkbase.jsonio import read_jsonl
 
     def run(overrides: list[str]) -> tuple[dict, set[str]]:
         manifest = manifest_with_bad_image

@@ -11,13 +11,13 @@ import pytest
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from grading.cli import compose
-from grading.errors import ConfigError, InputError
-from grading.runs import read_jsonl
 from htr import train, train_ctc
 from htr.ctc import CTCRecognizer, batch_ink, greedy_decode, ppocr_onnx_path, prefix_beam_search
 from htr.evaluate import error_rates
 from htr.model import build_model, load_bundle
+from inkbase.cli import compose
+from inkbase.errors import ConfigError, InputError
+from inkbase.jsonio import read_jsonl
 
 TINY_CRNN = ["model=crnn_ctc", "model.crnn.channels=[4,8,8,8,8]", "model.crnn.rnn_hidden=8",
              "model.crnn.rnn_layers=1", "model.image_width=256"]

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from grading.cli import compose
-from grading.runs import read_jsonl
 from htr import evaluate, recognize
 from htr.evaluate import error_rates, normalize_text
+from inkbase.cli import compose
+from inkbase.jsonio import read_jsonl
 
 
 def test_error_rates_match_hand_counts():
@@ -74,7 +74,7 @@ def test_eval_writes_predictions_and_metrics_and_skips_bad_images(tmp_path, monk
 
 
 def test_eval_rejects_malformed_manifest(tmp_path):
-    from grading.errors import InputError
+    from inkbase.errors import InputError
 
     (tmp_path / "m.jsonl").write_text('{"image": "a.png"}\n')
     cfg = compose("eval_htr", [f"manifest={tmp_path / 'm.jsonl'}", f"out_dir={tmp_path / 'run'}"])

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from grading.cli import compose
-from grading.errors import ConfigError
 from htr.speed import benchmark
+from inkbase.cli import compose
+from inkbase.errors import ConfigError
 
 
 def test_cpu_smoke_run_end_to_end(tmp_path):

@@ -8,11 +8,11 @@ import pytest
 import torch
 from PIL import Image
 
-from grading.cli import compose
-from grading.errors import ConfigError
 from htr.data import LineImageProcessor, normalize_line, stroke_width
 from htr.model import build_model, load_bundle
 from htr.tokenizer import build_char_tokenizer
+from inkbase.cli import compose
+from inkbase.errors import ConfigError
 
 TINY_MODEL = ["model.image_height=32", "model.image_width=128", "model.patch_height=16", "model.patch_width=8",
               "model.encoder.hidden_size=32", "model.encoder.layers=1", "model.encoder.heads=2",

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from grading.errors import ConfigError
 from htr.preprocess import PreprocessConfig, estimate_skew, preprocess, rotate
 from htr.synth.fonts import list_fonts
 from htr.synth.segment_eval import make_cases
+from inkbase.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "preprocess"
 PYPI_FONTS = [f for f in list_fonts("train") if f.source == "pypi"]

@@ -7,10 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
-from grading.cli import compose
-from grading.errors import ConfigError
 from htr.model import DEFAULT_MODEL_DIR, build_model
-from htr.recognize import TrOCRRecognizer, build_recognizer
+from htr.recognize import ModelRecognizer, build_recognizer
+from inkbase.cli import compose
+from inkbase.errors import ConfigError
 
 TINY_MODEL = ["model.image_height=32", "model.image_width=128", "model.patch_height=16", "model.patch_width=8",
               "model.encoder.hidden_size=32", "model.encoder.layers=1", "model.encoder.heads=2",
@@ -24,7 +24,7 @@ def test_build_recognizer_by_name(tmp_path):
     cfg = compose("eval_htr", ["manifest=m.jsonl", f"model_dir={tmp_path / 'm'}", "recognizer.num_beams=2",
                                "recognizer.batch_size=2", "recognizer.device=cpu"])
     rec = build_recognizer(cfg.recognizer)
-    assert isinstance(rec, TrOCRRecognizer) and rec.model_dir == str(tmp_path / "m")
+    assert isinstance(rec, ModelRecognizer) and rec.model_dir == str(tmp_path / "m")
     texts = rec.recognize([Image.new("L", (80, 20), 255)] * 3)
     assert len(texts) == 3 and all(isinstance(t, str) for t in texts)
     with pytest.raises(ConfigError):
@@ -60,6 +60,6 @@ def test_fast_and_plain_decoding_give_the_same_text(tmp_path):
     build_model(compose("train_htr", TINY_MODEL).model).save(tmp_path / "m")
     rng = np.random.default_rng(0)
     images = [Image.fromarray(rng.integers(0, 255, (24, w), dtype=np.uint8)) for w in (60, 90, 140)]
-    fast = TrOCRRecognizer(str(tmp_path / "m"), num_beams=3, batch_size=2, device="cpu", fast=True)
-    plain = TrOCRRecognizer(str(tmp_path / "m"), num_beams=3, batch_size=2, device="cpu", fast=False)
+    fast = ModelRecognizer(str(tmp_path / "m"), num_beams=3, batch_size=2, device="cpu", fast=True)
+    plain = ModelRecognizer(str(tmp_path / "m"), num_beams=3, batch_size=2, device="cpu", fast=False)
     assert fast.recognize(images) == plain.recognize(images)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from grading.cli import compose
 from htr.speed import recognizer_bench
+from inkbase.cli import compose
 
 
 def test_recognizer_benchmark_writes_rows_and_results(tmp_path):

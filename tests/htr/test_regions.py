@@ -7,14 +7,14 @@ import json
 import numpy as np
 import pytest
 
-from grading.errors import InputError
-from grading.rubric import load_rubric
 from htr.regions import AlignmentError, align_page, crop_regions, find_marks, load_template
 from htr.segment import SegmenterConfig, segment_lines
 from htr.synth.fonts import get_font
-from htr.synth.pages import ScanConfig, layout_exam, render_blank, render_exam
+from htr.synth.pages import QuestionBox, ScanConfig, layout_exam, render_blank, render_exam
 from htr.synth.segment_eval import match_ious
 from htr.synth.text import SAMPLE_EXAM_DIR
+from inkbase.errors import InputError
+from inkbase.jsonio import read_json
 
 STUDENT = {"name": "Omar Haddad", "id": "7731", "class": "10A"}
 TIGHT = SegmenterConfig(padding=0, padding_x=0)
@@ -22,9 +22,9 @@ TIGHT = SegmenterConfig(padding=0, padding_x=0)
 
 @pytest.fixture(scope="module")
 def exam():
-    rubric = load_rubric(SAMPLE_EXAM_DIR / "rubric.json")
-    layout = layout_exam(rubric)
-    answers = {q.id: q.reference_answer for q in rubric.questions}
+    rubric = read_json(SAMPLE_EXAM_DIR / "rubric.json")
+    layout = layout_exam(rubric["exam_id"], [QuestionBox(q["id"], q["text"], q["max_points"]) for q in rubric["questions"]])
+    answers = {q["id"]: q["reference_answer"] for q in rubric["questions"]}
     scan = ScanConfig(rotation=(-2.0, -2.0), shift=(14.0, 14.0), scale=(1.015, 1.015))
     rendered = render_exam(layout, STUDENT, answers, get_font("delius"), np.random.default_rng(3), scan=scan)
     return layout, rendered

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from grading.errors import ConfigError
 from htr.segment import SegmenterConfig, segment_lines
 from htr.synth.fonts import list_fonts
 from htr.synth.lines import AugmentConfig, degrade, paper
 from htr.synth.segment_eval import evaluate, make_cases
+from inkbase.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "segmenter"
 PYPI_FONTS = [f for f in list_fonts("train") if f.source == "pypi"]
@@ -93,10 +93,10 @@ def test_config_is_range_checked():
 def test_a_few_words_in_a_wide_shaded_box_are_one_line():
     # Otsu on the raw box splits the paper's shading when ink covers well under 1% of it; the
     # paper-relative threshold (``flatten``) must still find the word, and only it.
-    from grading.benchmarks.handwritten import handwrite
     from htr.preprocess import PreprocessConfig, preprocess
     from htr.synth.fonts import list_fonts
     from htr.synth.lines import AugmentConfig
+    from inkgrade.handwritten_benchmark import handwrite
 
     cfg = SegmenterConfig()
     found, found_plain = [], []

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from grading.cli import compose
-from grading.errors import ConfigError
 from htr.synth import dataset
 from htr.synth.fonts import list_fonts
 from htr.synth.text import line_texts, text_split
+from inkbase.cli import compose
+from inkbase.errors import ConfigError
 
 
 def config(tmp_path, *extra):

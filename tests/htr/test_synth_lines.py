@@ -7,10 +7,10 @@ import dataclasses
 import numpy as np
 import pytest
 
-from grading.errors import ConfigError, InputError
 from htr.synth.fonts import HELDOUT_FAMILIES, get_font, list_fonts
 from htr.synth.lines import AugmentConfig, ink_bbox, render_ink, render_line, sample_style
 from htr.synth.text import CHARSET, chop, line_texts, semeval_train_sentences, to_charset
+from inkbase.errors import ConfigError, InputError
 
 
 def test_font_splits_are_disjoint_and_heldout_works_with_pypi_fonts_alone():

@@ -5,43 +5,48 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from grading.errors import ConfigError
-from grading.rubric import load_rubric
 from htr.regions import validate_template
 from htr.synth.cells import render_letter_cell
 from htr.synth.fonts import get_font
 from htr.synth.lines import ink_bbox
-from htr.synth.pages import IDENTITY_LABELS, PageConfig, ScanConfig, layout_exam, render_exam
+from htr.synth.pages import IDENTITY_LABELS, PageConfig, QuestionBox, ScanConfig, layout_exam, render_exam
 from htr.synth.text import SAMPLE_EXAM_DIR
+from inkbase.errors import ConfigError
+from inkbase.jsonio import read_json
 
 STUDENT = {"name": "Nora Jensen", "id": "20231234", "class": "10B"}
 
 
 @pytest.fixture(scope="module")
 def rubric():
-    return load_rubric(SAMPLE_EXAM_DIR / "rubric.json")
+    return read_json(SAMPLE_EXAM_DIR / "rubric.json")
+
+
+@pytest.fixture(scope="module")
+def questions(rubric):
+    return [QuestionBox(q["id"], q["text"], q["max_points"]) for q in rubric["questions"]]
 
 
 @pytest.fixture(scope="module")
 def answers(rubric):
-    texts = {q.id: q.reference_answer for q in rubric.questions}
-    texts[rubric.questions[1].id] = ""  # left blank by the student
+    texts = {q["id"]: q["reference_answer"] for q in rubric["questions"]}
+    texts[rubric["questions"][1]["id"]] = ""  # left blank by the student
     return texts
 
 
 @pytest.fixture(scope="module")
-def clean_exam(rubric, answers):
-    layout = layout_exam(rubric)
+def clean_exam(rubric, questions, answers):
+    layout = layout_exam(rubric["exam_id"], questions)
     return layout, render_exam(layout, STUDENT, answers, get_font("caveat"), np.random.default_rng(0),
                                scan=ScanConfig.none())
 
 
-def test_layout_places_every_region_inside_the_page_without_overlap(rubric):
+def test_layout_places_every_region_inside_the_page_without_overlap(rubric, questions):
     cfg = PageConfig()
-    layout = layout_exam(rubric, cfg)
+    layout = layout_exam(rubric["exam_id"], questions, cfg)
     template = validate_template(layout.template())
     labels = [r["label"] for page in template.values() for r in page]
-    assert labels == [*IDENTITY_LABELS, *(q.id for q in rubric.questions)]
+    assert labels == [*IDENTITY_LABELS, *(q["id"] for q in rubric["questions"])]
     assert all(r["label"] in IDENTITY_LABELS for r in template["0"][:3])
     for page in template.values():
         for i, r in enumerate(page):
@@ -56,17 +61,17 @@ def test_layout_places_every_region_inside_the_page_without_overlap(rubric):
         assert len(page.marks) == 4
 
 
-def test_a_smaller_page_needs_more_pages(rubric):
-    assert len(layout_exam(rubric, PageConfig(height=1000)).pages) > len(layout_exam(rubric).pages)
+def test_a_smaller_page_needs_more_pages(rubric, questions):
+    assert len(layout_exam(rubric["exam_id"], questions, PageConfig(height=1000)).pages) > len(layout_exam(rubric["exam_id"], questions).pages)
     with pytest.raises(ConfigError, match="page.box_lines"):
-        layout_exam(rubric, PageConfig(height=500, box_lines=12))
+        layout_exam(rubric["exam_id"], questions, PageConfig(height=500, box_lines=12))
 
 
 def test_handwriting_truth_matches_the_page(clean_exam, rubric, answers):
     layout, exam = clean_exam
     assert len(exam.pages) == len(layout.pages)
     assert exam.truth["regions"]["NAME"]["text"] == STUDENT["name"]
-    blank_q = rubric.questions[1].id
+    blank_q = rubric["questions"][1]["id"]
     assert exam.truth["regions"][blank_q]["lines"] == []
     for label, region in exam.truth["regions"].items():
         page = np.asarray(exam.pages[region["page"]])
@@ -87,8 +92,8 @@ def test_handwriting_truth_matches_the_page(clean_exam, rubric, answers):
             assert found[2] - found[0] > 0.8 * w
 
 
-def test_scan_moves_the_page_by_the_recorded_matrix(rubric, answers):
-    layout = layout_exam(rubric)
+def test_scan_moves_the_page_by_the_recorded_matrix(rubric, questions, answers):
+    layout = layout_exam(rubric["exam_id"], questions)
     rng = np.random.default_rng(1)
     scan = ScanConfig(rotation=(1.5, 1.5), shift=(10.0, 10.0), noise_prob=0, blur_prob=0, jpeg_prob=0,
                       illumination_prob=0)

@@ -13,12 +13,12 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from grading.cli import compose
-from grading.runs import read_jsonl
 from htr import train
 from htr.data import read_manifest
 from htr.model import load_bundle
 from htr.train import GpuAugment, ReplayPool, StepPlan
+from inkbase.cli import compose
+from inkbase.jsonio import read_jsonl
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_MODEL = ["model.image_height=32", "model.image_width=128", "model.patch_height=16", "model.patch_width=8",

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from grading.cli import compose
-from grading.errors import InputError
 from htr import recognize, transcribe
+from inkbase.cli import compose
+from inkbase.errors import InputError
 
 
 class CountingRecognizer(recognize.Recognizer):

@@ -19,8 +19,9 @@ from grading.analysis import figures, quality, tables
 from grading.analysis.io import GradeData, load_grades
 from grading.analysis.irt import IrtPrior, compare_with_girth, fit_2pl, risk_matrix
 from grading.analysis.reliability import reliability
-from grading.errors import ConfigError, check_range
-from grading.runs import hydra_output_dir, start_run, write_json
+from inkbase.errors import ConfigError, check_range
+from inkbase.jsonio import write_json
+from inkbase.runs import hydra_output_dir, start_run
 
 log = logging.getLogger(__name__)
 

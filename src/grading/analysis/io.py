@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from grading.errors import InputError
+from inkbase.errors import InputError
 
 REQUIRED = ("student_id", "item_id", "points", "max_points")
 OPTIONAL = ("problem_type", "problem", "run")
@@ -260,7 +260,7 @@ def scores_to_long_csv(scores: Mapping[str, str | Path], answers: str | Path, ru
     answer that has reference points. Writes ``ai_csv`` (with a ``run`` column) and ``human_csv``.
     """
     from grading.rubric import load_answers, load_rubric
-    from grading.runs import read_jsonl
+    from inkbase.jsonio import read_jsonl
 
     rubric_obj = load_rubric(rubric)
     types = {q.id: q.problem_type for q in rubric_obj.questions}

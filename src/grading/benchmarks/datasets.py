@@ -25,10 +25,8 @@ from pathlib import Path
 import pandas as pd
 
 from grading.benchmarks.auto_rubric import auto_concepts
-from grading.errors import ConfigError, InputError
 from grading.rubric import Concept, Question
-
-TASKS = ("regression", "binary", "ordinal")
+from inkbase.errors import ConfigError, InputError
 
 
 @dataclass
@@ -226,7 +224,7 @@ def load_benchmark(cfg, data_dir: str | Path) -> Benchmark:
 def replace_texts(bench: Benchmark, path: str | Path) -> Benchmark:
     """Grade other texts of the same answers (e.g. transcriptions of their handwritten versions):
     ``path`` is JSONL with ``answer_id`` and ``text`` for every answer of the benchmark."""
-    from grading.rubric import iter_jsonl_objects
+    from inkbase.jsonio import iter_jsonl_objects
 
     path = Path(path)
     texts = {}

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import LeaveOneGroupOut, StratifiedKFold
 
-from grading.errors import ConfigError
+from inkbase.errors import ConfigError
 
 PROTOCOLS = ("unseen_answers", "unseen_questions", "official", "zero_shot")
 # Protocols where graded answers to the same question may be used at prediction time.

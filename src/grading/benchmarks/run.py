@@ -48,14 +48,15 @@ from grading.benchmarks.metrics import (
 )
 from grading.benchmarks.protocols import USES_EXAMPLES, folds
 from grading.embed import Embedder
-from grading.errors import ConfigError
 from grading.grade import embedder_from_config
 from grading.graders import Grader, build_grader
 from grading.graders.hybrid import hybrid_fraction
 from grading.graders.semantic import Examples, Item, SemanticModel, fit_semantic, pair_features
 from grading.rubric import Answer
-from grading.runs import JsonlAppender, hydra_output_dir, read_jsonl, start_run, write_json
 from grading.scoring import to_points
+from inkbase.errors import ConfigError
+from inkbase.jsonio import JsonlAppender, read_jsonl, write_json
+from inkbase.runs import hydra_output_dir, start_run
 
 log = logging.getLogger(__name__)
 

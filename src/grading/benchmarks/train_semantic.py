@@ -20,10 +20,10 @@ from sklearn.model_selection import GroupKFold
 from grading.benchmarks.datasets import load_benchmark
 from grading.benchmarks.metrics import classification_metrics, regression_metrics
 from grading.benchmarks.run import _fractions, _items
-from grading.errors import ConfigError
 from grading.grade import embedder_from_config
 from grading.graders.semantic import fit_semantic, pair_features
-from grading.runs import hydra_output_dir, start_run
+from inkbase.errors import ConfigError
+from inkbase.runs import hydra_output_dir, start_run
 
 log = logging.getLogger(__name__)
 EVALUATION_ONLY = {"asap"}

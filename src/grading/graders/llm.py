@@ -14,11 +14,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from grading.errors import ConfigError, check_range
 from grading.graders.base import Grader, GradeResult
 from grading.llm import GRADE_SCHEMA, PROMPT_VERSION, LLMClient, grade_messages, load_settings, validate_grade
 from grading.rubric import Answer, Question
 from grading.scoring import to_points
+from inkbase.errors import ConfigError, check_range
 
 
 class LLMGrader(Grader):

@@ -28,10 +28,10 @@ import numpy as np
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 from grading.embed import Embedder
-from grading.errors import ConfigError, InputError
 from grading.graders.base import Grader, GradeResult
 from grading.rubric import Answer, Question
 from grading.scoring import to_points
+from inkbase.errors import ConfigError, InputError
 
 FEATURE_VERSION = "semantic-v1"
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"

@@ -7,10 +7,10 @@ mapped to points (``mapping``) and rounded to the question's granularity. An emp
 from __future__ import annotations
 
 from grading.embed import Embedder
-from grading.errors import ConfigError, check_range
 from grading.graders.base import Grader, GradeResult
 from grading.rubric import Answer, Question
 from grading.scoring import to_points
+from inkbase.errors import ConfigError, check_range
 
 MAPPINGS = ("proportional", "rescaled")
 

@@ -35,8 +35,8 @@ import httpx
 from tqdm import tqdm
 
 from grading.cache import SqliteCache
-from grading.errors import ConfigError
 from grading.llm.settings import LLMSettings
+from inkbase.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from typing import Literal
 from omegaconf import DictConfig, OmegaConf
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from grading.errors import ConfigError
+from inkbase.errors import ConfigError
 
 
 class LLMSettings(BaseModel):

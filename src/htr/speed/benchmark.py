@@ -15,11 +15,12 @@ import torch
 from omegaconf import OmegaConf
 from tabulate import tabulate
 
-from grading.errors import ConfigError, check_range
-from grading.runs import JsonlAppender, start_run, write_json
 from htr.speed.decode_bench import DTYPES, DecodeBenchmark, release_memory
 from htr.speed.models import ARCHITECTURES
 from htr.speed.train_bench import AMP_DTYPES, SDPA_BACKENDS, run_training
+from inkbase.errors import ConfigError, check_range
+from inkbase.jsonio import JsonlAppender, write_json
+from inkbase.runs import start_run
 
 
 def validate(cfg) -> None:

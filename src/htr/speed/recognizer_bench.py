@@ -26,9 +26,10 @@ import torch
 from omegaconf import DictConfig
 from tabulate import tabulate
 
-from grading.errors import check_range
-from grading.runs import JsonlAppender, start_run, write_json
 from htr.evaluate import error_rates
+from inkbase.errors import check_range
+from inkbase.jsonio import JsonlAppender, write_json
+from inkbase.runs import start_run
 
 
 def render_lines(n: int, seed: int, max_chars: int) -> tuple[list, list[str]]:

@@ -10,7 +10,7 @@ Output folder::
     train.jsonl, val.jsonl   {"image": "images/train/line_0000000.png", "text": ..., "font": ...}
     images/<split>/line_*.png, images/<split>/para_*.png (paragraphs: text lines joined by "\\n",
                                                            plus "lines": ink boxes [x, y, w, h])
-    config.yaml, run.json, metrics.json (grading.runs)
+    config.yaml, run.json, metrics.json (inkbase.runs)
 """
 
 from __future__ import annotations
@@ -27,8 +27,6 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from tqdm import tqdm
 
-from grading.errors import ConfigError, check_range
-from grading.runs import JsonlAppender, RunFolder, read_jsonl, start_run
 from htr.synth.fonts import Font, get_font, list_fonts
 from htr.synth.lines import (
     AugmentConfig,
@@ -40,6 +38,9 @@ from htr.synth.lines import (
     sample_style,
 )
 from htr.synth.text import line_texts
+from inkbase.errors import ConfigError, check_range
+from inkbase.jsonio import JsonlAppender, read_jsonl
+from inkbase.runs import RunFolder, start_run
 
 SPLIT_IDS = {"train": 0, "val": 1}
 

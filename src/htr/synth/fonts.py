@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from grading.errors import ConfigError
+from inkbase.errors import ConfigError
 
 HELDOUT_FAMILIES = ("Indie Flower", "Shadows Into Light", "Breip")
 SPLITS = ("train", "heldout", "all")

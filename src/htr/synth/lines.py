@@ -23,8 +23,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from grading.errors import ConfigError, check_range, config_dataclass
 from htr.synth.fonts import Font
+from inkbase.errors import ConfigError, check_range, config_dataclass
 
 Range = tuple[float, float]
 

@@ -1,6 +1,6 @@
 """Synthetic exam scripts: a printed exam layout, handwriting in its boxes, and scanner artefacts.
 
-:func:`layout_exam` turns a rubric into pages (A4 at 150 dpi by default): a header with the exam title
+:func:`layout_exam` turns an exam's questions (id, text, points) into pages (A4 at 150 dpi by default): a header with the exam title
 and NAME / ID / CLASS boxes, then each question's printed text and an answer box sized for about six
 handwritten lines, with four filled corner squares on every page for registration. Its region
 template uses seed 000's format (``{"0": [{"x", "y", "width", "height", "label"}, ...]}``).
@@ -14,6 +14,7 @@ each handwritten line's box in clean-layout coordinates, and per page the scan's
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -24,8 +25,7 @@ import matplotlib
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from grading.errors import ConfigError, check_range
-from grading.rubric import Rubric, load_rubric
+from htr.regions import IDENTITY_LABELS
 from htr.synth.fonts import Font
 from htr.synth.lines import (
     AugmentConfig,
@@ -38,8 +38,7 @@ from htr.synth.lines import (
     vary_style,
 )
 from htr.synth.text import to_charset
-
-IDENTITY_LABELS = ("NAME", "ID", "CLASS")
+from inkbase.errors import ConfigError, check_range
 
 
 def printed_font_path(bold: bool = False) -> str:
@@ -169,11 +168,20 @@ def _wrap_printed(text: str, size: int, width: int, bold: bool = False) -> list[
     return lines
 
 
-def layout_exam(rubric: Rubric | str | Path, cfg: PageConfig | None = None) -> ExamLayout:
+@dataclass(frozen=True)
+class QuestionBox:
+    """What the page shows of one question: its id, printed text and points; the answer box below it is
+    ``box_lines`` ruled lines high (``PageConfig.box_lines`` when not given)."""
+
+    id: str
+    text: str
+    max_points: float
+    box_lines: int | None = None
+
+
+def layout_exam(exam_id: str, questions: Sequence[QuestionBox], cfg: PageConfig | None = None) -> ExamLayout:
     """Place the header, identity boxes, questions and answer boxes on as many pages as needed."""
     cfg = cfg or PageConfig()
-    if not isinstance(rubric, Rubric):
-        rubric = load_rubric(rubric)
     content_w = cfg.width - 2 * cfg.margin
     line_h = int(cfg.text_size * 1.35)
     box_h = cfg.box_lines * cfg.line_pitch + 2 * cfg.box_padding
@@ -187,12 +195,12 @@ def layout_exam(rubric: Rubric | str | Path, cfg: PageConfig | None = None) -> E
         pages.append(page)
         y = cfg.margin
         if page.index > 0:
-            page.texts.append(PrintedText(cfg.margin, y, f"{rubric.exam_id} (continued)", cfg.text_size, bold=True))
+            page.texts.append(PrintedText(cfg.margin, y, f"{exam_id} (continued)", cfg.text_size, bold=True))
             y += line_h + cfg.gap
         return page, y
 
     page, y = new_page()
-    page.texts.append(PrintedText(cfg.margin, y, f"Exam: {rubric.exam_id}", cfg.title_size, bold=True))
+    page.texts.append(PrintedText(cfg.margin, y, f"Exam: {exam_id}", cfg.title_size, bold=True))
     y += int(cfg.title_size * 1.6)
     # Identity boxes on one row: NAME takes half the width, ID and CLASS share the rest.
     widths = {"NAME": content_w // 2 - cfg.gap, "ID": content_w // 4}
@@ -208,11 +216,12 @@ def layout_exam(rubric: Rubric | str | Path, cfg: PageConfig | None = None) -> E
     y += line_h + cfg.identity_height + 2 * cfg.gap
     bottom = cfg.height - cfg.margin - line_h  # keep the footer line free
 
-    for q in rubric.questions:
+    for q in questions:
         points = f"{q.max_points:g} point{'s' if q.max_points != 1 else ''}"
         header = f"{q.id} ({points})"
         body = _wrap_printed(q.text, cfg.text_size, content_w)
-        block_h = line_h * (1 + len(body)) + cfg.gap // 2 + box_h
+        q_box_h = box_h if q.box_lines is None else q.box_lines * cfg.line_pitch + 2 * cfg.box_padding
+        block_h = line_h * (1 + len(body)) + cfg.gap // 2 + q_box_h
         if y + block_h > bottom:
             if block_h > bottom - cfg.margin:
                 raise ConfigError("page.box_lines", f"question {q.id} does not fit on one page")
@@ -223,14 +232,14 @@ def layout_exam(rubric: Rubric | str | Path, cfg: PageConfig | None = None) -> E
             page.texts.append(PrintedText(cfg.margin, y, line, cfg.text_size))
             y += line_h
         y += cfg.gap // 2
-        frame = (cfg.margin, y, content_w, box_h)
+        frame = (cfg.margin, y, content_w, q_box_h)
         page.frames.append(frame)
         page.regions.append(_inner(frame, q.id))
-        y += box_h + cfg.gap
+        y += q_box_h + cfg.gap
     for p in pages:
         p.texts.append(PrintedText(cfg.width // 2 - 50, cfg.height - cfg.margin, f"Page {p.index + 1} / {len(pages)}",
                                    cfg.text_size))
-    return ExamLayout(exam_id=rubric.exam_id, config=cfg, pages=pages)
+    return ExamLayout(exam_id=exam_id, config=cfg, pages=pages)
 
 
 def _inner(frame: tuple[int, int, int, int], label: str, inset: int = 3) -> Region:

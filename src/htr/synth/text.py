@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from grading.errors import ConfigError, InputError, check_range
+from inkbase.errors import ConfigError, InputError, check_range
+from inkbase.jsonio import iter_jsonl_objects, read_json
 
 CHARSET = "".join(chr(c) for c in range(0x20, 0x7F))
 SOURCES = ("sample_exam", "semeval", "generic")
@@ -65,17 +66,14 @@ def sample_exam_sentences(exam_dir: str | Path = SAMPLE_EXAM_DIR) -> list[str]:
     texts: list[str] = []
     rubric_path = exam_dir / "rubric.json"
     if rubric_path.is_file():
-        from grading.rubric import load_rubric
-
-        for q in load_rubric(rubric_path).questions:
-            texts += [q.text, q.reference_answer]
-            for concept in q.concepts:
-                texts += concept.phrases
+        # Plain JSON reading: this layer does not depend on the rubric schema of ``grading``.
+        for q in read_json(rubric_path).get("questions", []):
+            texts += [q.get("text", ""), q.get("reference_answer", "")]
+            for concept in q.get("concepts", []):
+                texts += [concept.get("label", ""), *concept.get("synonyms", [])]
     answers_path = exam_dir / "answers.jsonl"
     if answers_path.is_file():
-        from grading.rubric import load_answers
-
-        texts += [a.text for a in load_answers(answers_path)]
+        texts += [obj.get("text", "") for _, obj in iter_jsonl_objects(answers_path)]
     return [t for t in (to_charset(t) for t in texts) if t]
 
 

@@ -11,15 +11,14 @@ import functools
 import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from grading.errors import ConfigError, InputError, RunFolderError
-from grading.runs import CONFIG_DIR, REPO_ROOT
+from inkbase.errors import ConfigError, InputError, RunFolderError
+from inkbase.runs import CONFIG_DIR, REPO_ROOT
 
 
 def register_resolvers() -> None:
@@ -68,7 +67,3 @@ def compose(config_name: str, overrides: list[str] | None = None) -> DictConfig:
     register_resolvers()
     with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
         return hydra_compose(config_name=config_name, overrides=overrides or [], return_hydra_config=False)
-
-
-def as_path(value: str | os.PathLike) -> Path:
-    return Path(os.path.expanduser(str(value)))

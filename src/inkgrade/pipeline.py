@@ -33,16 +33,17 @@ from PIL import Image
 from tqdm import tqdm
 
 from grading.agreement import summary_agreement
-from grading.errors import InputError, config_dataclass
 from grading.grade import embedder_from_config, grade_answers
 from grading.graders import build_grader
 from grading.roster import Student, load_roster, match_identity
 from grading.rubric import Answer, Rubric, load_answers, load_rubric
-from grading.runs import JsonlAppender, RunFolder, hydra_output_dir, read_jsonl, start_run, write_json
+from htr.regions import IDENTITY_LABELS
+from inkbase.errors import InputError, config_dataclass
+from inkbase.jsonio import JsonlAppender, read_jsonl, write_json
+from inkbase.runs import RunFolder, hydra_output_dir, start_run
 
 log = logging.getLogger(__name__)
 
-IDENTITY = ("NAME", "ID", "CLASS")
 
 
 @dataclass
@@ -76,7 +77,15 @@ def exam_layout(cfg: DictConfig, exam: Exam):
     """The printed layout (pages, boxes, registration marks); deterministic, so each stage rebuilds it."""
     from htr.synth.pages import PageConfig, layout_exam
 
-    return layout_exam(exam.rubric, config_dataclass(PageConfig, cfg.scripts.page, "scripts.page"))
+    return layout_exam(exam.rubric.exam_id, question_boxes(exam.rubric),
+                       config_dataclass(PageConfig, cfg.scripts.page, "scripts.page"))
+
+
+def question_boxes(rubric: Rubric) -> list:
+    """What the printed page shows of each rubric question (id, text, points)."""
+    from htr.synth.pages import QuestionBox
+
+    return [QuestionBox(q.id, q.text, q.max_points) for q in rubric.questions]
 
 
 def render_stage(cfg: DictConfig, exam: Exam, folder: RunFolder) -> None:
@@ -215,7 +224,7 @@ def analyse_stage(cfg: DictConfig, exam: Exam, folder: RunFolder, timings: dict[
         "n_scripts": len(transcripts),
         "n_answers": int(len(rows)),
         "n_lines": int(sum(len(r["lines"]) for t in transcripts for lab, r in t["regions"].items()
-                           if lab not in IDENTITY)),
+                           if lab not in IDENTITY_LABELS)),
         "recognizer": cfg.recognizer.name,
         "grader": cfg.grader.name,
         "answer_cer": round(float(jiwer.cer(written, read)), 4) if written else None,

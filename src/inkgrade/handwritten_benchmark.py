@@ -22,8 +22,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from grading.benchmarks.datasets import load_benchmark
-from grading.errors import InputError
-from grading.runs import JsonlAppender, hydra_output_dir, read_jsonl, start_run, write_json
+from inkbase.errors import InputError
+from inkbase.jsonio import JsonlAppender, read_jsonl, write_json
+from inkbase.runs import hydra_output_dir, start_run
 
 log = logging.getLogger(__name__)
 
