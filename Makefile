@@ -1,10 +1,10 @@
 # make demo: install everything, then run the whole pipeline on the bundled sample exam.
-# make test: install everything, then run the test suite (CPU, offline).
+# make test: install everything, then run the test suite (CPU, offline); make test-slow: the slow tier.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint clean-venv
+.PHONY: setup demo test test-slow lint clean-venv
 
 setup: $(STAMP)
 
@@ -19,6 +19,9 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+test-slow: setup
+	$(PY) -m pytest -q -m slow
 
 lint: setup
 	$(VENV)/bin/ruff check src scripts tests data_prep
