@@ -1,6 +1,6 @@
 """Page and region preprocessing before line segmentation (seed 003): Hough-transform deskew, CLAHE,
 bicubic upscaling and sharpening, each a switch in :class:`PreprocessConfig`
-(``configs/preprocess/{default,seed003,none}.yaml``).
+(``configs/preprocess/{default,lanke,none}.yaml``).
 
 Angles are in degrees; a positive skew means the text runs downhill to the right (clockwise on screen),
 and :func:`deskew` rotates it back counter-clockwise by the same amount.

@@ -76,11 +76,11 @@ def test_padding_and_trimmed_extent():
         assert box.x <= truth[0] + 1 and box.x1 >= truth[2] - 1
 
 
-@pytest.mark.parametrize("name", ["default", "seed003"])
+@pytest.mark.parametrize("name", ["default", "lanke"])
 def test_config_files_load(name):
     cfg = SegmenterConfig.from_dict(OmegaConf.to_container(OmegaConf.load(CONFIGS / f"{name}.yaml")))
     assert cfg.threshold == 0.02 and cfg.padding == 8
-    assert (cfg.split_prominence is None) == (name == "seed003")
+    assert (cfg.split_prominence is None) == (name == "lanke")
 
 
 def test_config_is_range_checked():

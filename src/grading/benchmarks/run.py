@@ -189,7 +189,7 @@ def slices(bench: Benchmark) -> list[tuple[str, Benchmark]]:
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    bench = load_benchmark(cfg.dataset, cfg.data_dir)
+    bench = load_benchmark(cfg.benchmark, cfg.data_dir)
     folder = start_run(hydra_output_dir(cfg.out_dir), cfg)
     embedder = embedder_from_config(cfg)
     graders, notes = resolve_methods(cfg, bench, embedder)
@@ -218,8 +218,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             kg_all = np.array([scores["kg"][a]["fraction"] for a in answers["answer_id"]])
         rows_by = defaultdict(list)
         maps_by = defaultdict(list)
-        for protocol in cfg.dataset.protocols:
-            for fold in tqdm(list(folds(answers, protocol, cfg.dataset.n_folds, cfg.seed)),
+        for protocol in cfg.benchmark.protocols:
+            for fold in tqdm(list(folds(answers, protocol, cfg.benchmark.n_folds, cfg.seed)),
                              desc=f"{key}[{protocol}]", disable=not cfg.progress):
                 train, test = answers.iloc[fold.train], answers.iloc[fold.test]
                 fold_scores: dict[str, tuple[np.ndarray, np.ndarray, bool]] = {}
