@@ -8,6 +8,7 @@ refused; starting it in a folder that holds an unfinished run with the same conf
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import subprocess
@@ -41,6 +42,21 @@ def git_sha(root: Path = REPO_ROOT) -> str:
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def file_digest(path: str | Path) -> str:
+    """``sha256:<hex>`` of a file, or of a folder (its files' relative paths and contents, in sorted
+    order), so that a run can record which weights it scored."""
+    path = Path(path)
+    if path.is_file():
+        with path.open("rb") as f:
+            return "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()
+    if not path.is_dir():
+        raise FileNotFoundError(path)
+    total = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        total.update(f"{file.relative_to(path).as_posix()}\0{file_digest(file)}\n".encode())
+    return "sha256:" + total.hexdigest()
 
 
 @dataclass
