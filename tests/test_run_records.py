@@ -1,4 +1,4 @@
-"""file_digest: the sha256 a run records for the weights it scored."""
+"""Run records: the weights digest a run can record, and resuming despite a new time-stamped default out_dir."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import hashlib
 
 import pytest
 
-from inkbase.runs import file_digest
+from inkbase.errors import RunFolderError
+from inkbase.runs import file_digest, start_run
 
 
 def test_file_digest_is_the_sha256_of_the_file(tmp_path):
@@ -32,3 +33,12 @@ def test_folder_digest_changes_with_any_file_and_its_name(tmp_path):
 def test_missing_path_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError):
         file_digest(tmp_path / "absent")
+
+
+def test_resume_ignores_the_time_stamped_run_dir_but_not_other_paths(tmp_path):
+    run = tmp_path / "run"
+    start_run(run, {"n": 1, "paths": {"run_dir": "outputs/x/2026-01-01_00-00-00", "cache_dir": "c"}})
+    again = start_run(run, {"n": 1, "paths": {"run_dir": "outputs/x/2026-01-02_00-00-00", "cache_dir": "c"}})
+    assert again.resumed
+    with pytest.raises(RunFolderError, match="differs in: paths"):
+        start_run(run, {"n": 1, "paths": {"run_dir": "outputs/x/2026-01-02_00-00-00", "cache_dir": "d"}})
