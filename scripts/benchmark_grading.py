@@ -1,6 +1,6 @@
 """Benchmark the grading methods on Mohler, SemEval-2013 or ASAP-SAS.
 
-python scripts/benchmark_grading.py dataset=<mohler|semeval|asap> data_dir=<dir> methods=[...] out_dir=<dir>
+python scripts/benchmark_grading.py benchmark=<mohler|semeval|asap> data_dir=<dir> methods=[...] out_dir=<dir>
 """
 
 from grading.benchmarks import run

@@ -1,6 +1,6 @@
 """Write a benchmark's answers by held-out hands, read them back; writes transcriptions.jsonl.
 
-python scripts/handwrite_answers.py dataset=mohler data_dir=<data> [recognizer=model] out_dir=<dir>
+python scripts/handwrite_answers.py benchmark=mohler data_dir=<data> [recognizer=model] out_dir=<dir>
 """
 
 from inkbase.cli import hydra_entry

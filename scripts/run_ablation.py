@@ -1,4 +1,4 @@
-"""Seed 003 Tables III-V (threshold sweep, baselines, alpha sweep) as Markdown/CSV/LaTeX + PNG in out_dir.
+"""Lanke et al. Tables III-V (threshold sweep, baselines, alpha sweep) as Markdown/CSV/LaTeX + PNG in out_dir.
 
 python scripts/run_ablation.py [grader@other=similarity] [out_dir=<dir>]
 python scripts/run_ablation.py -m +sweep=ablation_spans      # one run folder per span-extraction variant

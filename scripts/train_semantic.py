@@ -1,6 +1,6 @@
 """Train the semantic scorer on a dataset's training split; writes model.json and card.md.
 
-python scripts/train_semantic.py dataset=semeval data_dir=<dir> out_dir=<dir>
+python scripts/train_semantic.py benchmark=semeval data_dir=<dir> out_dir=<dir>
 """
 
 from grading.benchmarks import train_semantic

@@ -20,7 +20,7 @@ from inkbase.cli import compose
 
 
 def export(name: str, data_dir: Path, out_dir: Path) -> None:
-    bench = load_benchmark(OmegaConf.create(compose("benchmark_grading", [f"dataset={name}"]).dataset), data_dir)
+    bench = load_benchmark(OmegaConf.create(compose("benchmark_grading", [f"benchmark={name}"]).benchmark), data_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rubric = Rubric(exam_id=name, questions=list(bench.questions.values()))
     (out_dir / "rubric.json").write_text(rubric.model_dump_json(indent=1), encoding="utf-8")

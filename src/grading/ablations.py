@@ -1,4 +1,4 @@
-"""Seed 003's ablations (Tables III-V) from per-answer component scores computed once.
+"""Lanke et al.'s ablations (Tables III-V) from per-answer component scores computed once.
 
 Every grader runs once per answer set: the KG grader's similarity of each answer to each concept (and
 the student span behind it), the keyword baseline's fraction and the other grader's fraction. These

@@ -1,6 +1,6 @@
 """Class rosters and matching the identity read off a script (ID and NAME regions) against them.
 
-OCR of handwritten ids is error-prone (seed 000 cross-checks against the provided name list), so the
+OCR of handwritten ids is error-prone (Wong cross-checks against the provided name list), so the
 read id and name are matched to the closest roster entry and the match confidence is kept for review.
 """
 

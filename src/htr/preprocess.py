@@ -1,6 +1,6 @@
-"""Page and region preprocessing before line segmentation (seed 003): Hough-transform deskew, CLAHE,
+"""Page and region preprocessing before line segmentation (Lanke et al.): Hough-transform deskew, CLAHE,
 bicubic upscaling and sharpening, each a switch in :class:`PreprocessConfig`
-(``configs/preprocess/{default,seed003,none}.yaml``).
+(``configs/preprocess/{default,lanke,none}.yaml``).
 
 Angles are in degrees; a positive skew means the text runs downhill to the right (clockwise on screen),
 and :func:`deskew` rotates it back counter-clockwise by the same amount.
@@ -123,7 +123,7 @@ def sharpen(image: np.ndarray, amount: float = 1.0) -> np.ndarray:
 
 def preprocess(image: np.ndarray, cfg: PreprocessConfig | None = None,
                info: dict[str, Any] | None = None) -> tuple[np.ndarray, float]:
-    """Run the enabled steps in the seed's order (deskew, CLAHE, upscale, sharpen).
+    """Run the enabled steps in the paper's order (deskew, CLAHE, upscale, sharpen).
 
     Returns the image and the scale from input to output pixels (``upscale_factor`` or 1). The estimated
     skew angle is logged and, when ``info`` is given, stored in it as ``info["angle"]`` (with

@@ -1,4 +1,4 @@
-"""Answer regions on scanned pages (seed 000): region templates, page registration, crops.
+"""Answer regions on scanned pages (Wong): region templates, page registration, crops.
 
 A region template is JSON keyed by page index: ``{"0": [{"x", "y", "width", "height", "label"}, ...]}``
 in pixels of the clean page, with the reserved labels NAME, ID and CLASS and one region per question.
@@ -23,7 +23,7 @@ from htr.preprocess import to_gray
 from inkbase.errors import InputError
 from inkbase.jsonio import read_json
 
-IDENTITY_LABELS = ("NAME", "ID", "CLASS")  # reserved region labels of the template format (seed 000)
+IDENTITY_LABELS = ("NAME", "ID", "CLASS")  # reserved region labels of the template format (Wong)
 METHODS = ("auto", "marks", "ecc", "orb")
 _PAGE_KEY = re.compile(r"^(0|[1-9][0-9]*)$")
 

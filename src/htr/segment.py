@@ -1,14 +1,14 @@
-"""Line segmentation by horizontal projection profile (seed 003).
+"""Line segmentation by horizontal projection profile (Lanke et al.).
 
 Binary foreground pixels are summed row by row, the profile is smoothed with a sliding-window mean,
 and lines are the runs where it stays above ``threshold`` (2 %) of its maximum; every box is padded by
 ``padding`` (8 px) to keep ascenders and descenders, and trimmed to the columns that hold ink.
 
-Two additions beyond the seed, each switchable in ``configs/segmenter/``:
+Two additions beyond the paper, each switchable in ``configs/segmenter/``:
 
 * ``split_prominence``: with tight line spacing, descenders of one line touch ascenders of the next and
   the profile never drops below 2 % between them; a run is then split at the lowest point between
-  profile peaks that stand out by at least this fraction of the maximum (``null`` = seed behaviour);
+  profile peaks that stand out by at least this fraction of the maximum (``null`` = the paper's behaviour);
 * ``remove_rules``: printed box borders and ruled lines (long straight ink) are removed before
   profiling, so that a crop that includes part of an answer box's frame does not become a "line".
 """

@@ -8,6 +8,7 @@ refused; starting it in a folder that holds an unfinished run with the same conf
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import subprocess
@@ -28,8 +29,10 @@ from inkbase.jsonio import write_json
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO_ROOT / "configs"
 _VERSIONED = ("torch", "transformers", "sentence-transformers", "spacy", "accelerate", "inkgrade")
-# Keys that may differ between the first start of a run and its resumption.
+# Keys that may differ between the first start of a run and its resumption (paths.run_dir: the time-stamped
+# default of out_dir, which resolves anew at every start).
 _RESUME_IGNORED = ("out_dir", "resume")
+_RESUME_IGNORED_PATHS = ("run_dir",)
 
 
 def git_sha(root: Path = REPO_ROOT) -> str:
@@ -41,6 +44,21 @@ def git_sha(root: Path = REPO_ROOT) -> str:
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def file_digest(path: str | Path) -> str:
+    """``sha256:<hex>`` of a file, or of a folder (its files' relative paths and contents, in sorted
+    order), so that a run can record which weights it scored."""
+    path = Path(path)
+    if path.is_file():
+        with path.open("rb") as f:
+            return "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()
+    if not path.is_dir():
+        raise FileNotFoundError(path)
+    total = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        total.update(f"{file.relative_to(path).as_posix()}\0{file_digest(file)}\n".encode())
+    return "sha256:" + total.hexdigest()
 
 
 @dataclass
@@ -62,7 +80,10 @@ class RunFolder:
 
 
 def _comparable(cfg: dict) -> dict:
-    return {k: v for k, v in cfg.items() if k not in _RESUME_IGNORED}
+    out = {k: v for k, v in cfg.items() if k not in _RESUME_IGNORED}
+    if isinstance(out.get("paths"), dict):
+        out["paths"] = {k: v for k, v in out["paths"].items() if k not in _RESUME_IGNORED_PATHS}
+    return out
 
 
 def _task_overrides() -> list[str]:
@@ -96,9 +117,9 @@ def start_run(out_dir: str | Path, cfg: DictConfig | dict | None = None) -> RunF
         if (path / "metrics.json").exists():
             raise RunFolderError(f"{path} holds a finished run (metrics.json exists); choose a new out_dir")
         old = yaml.safe_load((path / "config.yaml").read_text()) if (path / "config.yaml").exists() else {}
-        if _comparable(old or {}) != _comparable(resolved):
-            changed = sorted(k for k in set(old or {}) | set(resolved)
-                             if k not in _RESUME_IGNORED and (old or {}).get(k) != resolved.get(k))
+        old, new = _comparable(old or {}), _comparable(resolved)
+        if old != new:
+            changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
             raise RunFolderError(f"{path} holds an unfinished run with a different config (differs in: "
                                  f"{', '.join(changed)}); choose a new out_dir")
         resumed = True

@@ -3,7 +3,7 @@
 Each answer is written into an answer box by a hand the recogniser never trained on (held-out fonts),
 with scan artefacts; the box then goes through the same chain as a scanned exam (preprocess ->
 segment lines -> recognise). ``transcriptions.jsonl`` keeps, per answer, the written text and the
-recognised text; ``scripts/benchmark_grading.py dataset.texts=<that file>`` grades the recognised
+recognised text; ``scripts/benchmark_grading.py benchmark.texts=<that file>`` grades the recognised
 texts under the dataset's usual protocols, and :func:`compare` sets those results beside the typed ones.
 """
 
@@ -65,7 +65,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from htr.synth.lines import AugmentConfig
     from htr.synth.text import to_charset
 
-    bench = load_benchmark(cfg.dataset, cfg.data_dir)
+    bench = load_benchmark(cfg.benchmark, cfg.data_dir)
     answers = bench.answers if cfg.limit is None else bench.answers.iloc[: int(cfg.limit)]
     folder = start_run(hydra_output_dir(cfg.out_dir), cfg)
     fonts = [f for f in list_fonts(cfg.fonts) if not f.uppercase_only]

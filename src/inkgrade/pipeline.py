@@ -9,7 +9,7 @@ already on disk is skipped when an interrupted run is started again):
                      per answer region: line boxes after preprocessing and segmentation, and texts)
 3. ``grade``      -> ``answers.jsonl`` (transcribed answers), ``scores.jsonl``; and, to measure what
                      recognition costs, ``scores_typed.jsonl`` from grading the written text itself
-4. ``analyse``    -> ``ai.csv`` / ``human.csv`` (long format), ``analysis/`` (seed 001 tables and
+4. ``analyse``    -> ``ai.csv`` / ``human.csv`` (long format), ``analysis/`` (Cvengros & Kortemeyer tables and
                      figures), ``table_*.md|csv``, ``scatter.png``, ``metrics.json``
 
 A script is named by the roster id of the student whose answers it carries (the demo knows who wrote

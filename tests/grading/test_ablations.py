@@ -140,7 +140,7 @@ def test_bad_gold_concepts_name_the_answer(exam, tmp_path):
 @pytest.mark.parametrize("config,overrides", [
     ("grade", ["+sweep=kg_threshold"]), ("grade", ["+sweep=hybrid_alpha"]), ("ablation", ["+sweep=ablation_matcher"]),
     ("ablation", ["hydra/launcher=slurm", "hydra.launcher.partition=cpu"]), ("ablation", ["hydra/launcher=local"]),
-    *[("ablation", [f"+experiment={p.stem}"]) for p in sorted((CONFIG_DIR / "experiment").glob("ablation_*.yaml"))],
+    *[("ablation", [f"+ablation={p.stem}"]) for p in sorted((CONFIG_DIR / "ablation").glob("*.yaml"))],
     ("benchmark_grading_speed", []),
 ])
 def test_configs_compose(config, overrides):
@@ -159,7 +159,7 @@ def test_configs_compose(config, overrides):
         assert cfg.grader._target_.endswith("HybridGrader") and "grader.alpha" in cfg.hydra.sweeper.params
     if "hydra/launcher=slurm" in overrides:
         assert cfg.hydra.launcher._target_.endswith("SlurmLauncher") and cfg.hydra.launcher.partition == "cpu"
-    if "+experiment=ablation_concept_testset" in overrides:
+    if "+ablation=concept_testset" in overrides:
         assert cfg.thresholds == [cfg.kg.threshold] and "concept_testset" in cfg.answers
 
 

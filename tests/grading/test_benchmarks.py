@@ -131,7 +131,7 @@ def test_mohler_gold_choice(tmp_path):
     b = load_mohler(tmp_path, "mean")
     assert len(b.answers) == 48 and len(b.questions) == 6
     assert all(q.concepts for q in b.questions.values())  # auto-rubric from the reference answer
-    with pytest.raises(ConfigError, match="dataset.gold"):
+    with pytest.raises(ConfigError, match="benchmark.gold"):
         load_mohler(tmp_path, "median")
 
 
@@ -142,7 +142,7 @@ def test_end_to_end_benchmark_on_synthetic_data(tmp_path):
     write_mohler(tmp_path / "data")
     cfg = compose("benchmark_grading", [f"data_dir={tmp_path / 'data'}", f"out_dir={tmp_path / 'out'}",
                                         "methods=[similarity,similarity_points,semantic]",
-                                        "dataset.n_folds=2", "progress=false",
+                                        "benchmark.n_folds=2", "progress=false",
                                         f"paths.cache_dir={tmp_path / 'cache'}"])
     metrics = run.run(cfg)
     results = json.loads((tmp_path / "out" / "results.json").read_text())["results"]
@@ -176,7 +176,7 @@ def test_asap_is_refused_for_training():
     from inkbase.cli import compose
 
     with pytest.raises(ConfigError, match="evaluation only"):
-        run(compose("train_semantic", ["dataset=asap"]))
+        run(compose("train_semantic", ["benchmark=asap"]))
 
 
 @pytest.mark.data

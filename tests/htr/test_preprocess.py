@@ -63,11 +63,11 @@ def test_preprocess_deskews_and_reports_the_angle(paragraphs):
     assert abs(estimate_skew(out)) < 1.0
 
 
-@pytest.mark.parametrize("name", ["default", "seed003", "none"])
+@pytest.mark.parametrize("name", ["default", "lanke", "none"])
 def test_config_files_load(name):
     cfg = PreprocessConfig.from_dict(OmegaConf.to_container(OmegaConf.load(CONFIGS / f"{name}.yaml")))
     assert cfg.clahe_clip == 2.0 and cfg.clahe_tiles == 8
-    if name == "seed003":
+    if name == "lanke":
         assert cfg.deskew and cfg.clahe and cfg.upscale and cfg.sharpen and cfg.upscale_factor == 2.0
 
 

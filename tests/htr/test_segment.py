@@ -22,7 +22,7 @@ from inkbase.errors import ConfigError
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "segmenter"
 PYPI_FONTS = [f for f in list_fonts("train") if f.source == "pypi"]
 TIGHT = SegmenterConfig(padding=0, padding_x=0)
-SEED_ONLY = dataclasses.replace(TIGHT, split_prominence=None, merge_fragments=0.0, core_band=0.0)
+LANKE_ONLY = dataclasses.replace(TIGHT, split_prominence=None, merge_fragments=0.0, core_band=0.0)
 
 
 def test_straight_paragraphs():
@@ -33,10 +33,10 @@ def test_straight_paragraphs():
 
 def test_touching_lines_are_split():
     cases = make_cases(seed=3, n=12, pitch=(0.95, 1.15), fonts=PYPI_FONTS)
-    ours, seed = evaluate(cases, TIGHT), evaluate(cases, SEED_ONLY)
+    ours, lanke = evaluate(cases, TIGHT), evaluate(cases, LANKE_ONLY)
     assert ours["count_accuracy"] >= 0.75 and ours["mean_iou"] > 0.75, ours
-    # The seed's 2 % rule alone merges touching lines.
-    assert seed["count_accuracy"] < ours["count_accuracy"] - 0.25, (seed, ours)
+    # Lanke et al.'s 2 % rule alone merges touching lines.
+    assert lanke["count_accuracy"] < ours["count_accuracy"] - 0.25, (lanke, ours)
 
 
 def test_rotated_paragraphs_need_deskew():
@@ -76,11 +76,11 @@ def test_padding_and_trimmed_extent():
         assert box.x <= truth[0] + 1 and box.x1 >= truth[2] - 1
 
 
-@pytest.mark.parametrize("name", ["default", "seed003"])
+@pytest.mark.parametrize("name", ["default", "lanke"])
 def test_config_files_load(name):
     cfg = SegmenterConfig.from_dict(OmegaConf.to_container(OmegaConf.load(CONFIGS / f"{name}.yaml")))
     assert cfg.threshold == 0.02 and cfg.padding == 8
-    assert (cfg.split_prominence is None) == (name == "seed003")
+    assert (cfg.split_prominence is None) == (name == "lanke")
 
 
 def test_config_is_range_checked():

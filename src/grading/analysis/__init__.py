@@ -1,4 +1,4 @@
-"""Psychometric analysis of AI grades against human grades (seed 001, sections 3.3-3.5 and 4).
+"""Psychometric analysis of AI grades against human grades (Cvengros & Kortemeyer, sections 3.3-3.5 and 4).
 
 ``io`` reads and validates the long-format grade tables, ``reliability`` treats repeated AI runs as
 raters, ``quality`` compares AI with human points and sweeps the partial-credit threshold, ``irt`` fits

@@ -1,4 +1,4 @@
-"""``scripts/analyze_grades.py``: the psychometric analysis of seed 001 (sections 3.3-3.5, 4) in one run folder.
+"""``scripts/analyze_grades.py``: the psychometric analysis of Cvengros & Kortemeyer (sections 3.3-3.5, 4) in one run folder.
 
 Writes ``analysis.json`` (the interface: key names are read by other tools), the tables of
 :mod:`grading.analysis.tables` and the figures of :mod:`grading.analysis.figures`.

@@ -1,4 +1,4 @@
-"""Figures of seed 001: AI vs human scatter with regression (Fig. 10-12, 14, 15) and the risk matrix (Fig. 13)."""
+"""Figures of Cvengros & Kortemeyer: AI vs human scatter with regression (Fig. 10-12, 14, 15) and the risk matrix (Fig. 13)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Two-parameter logistic IRT on AI scores and the risk filter (seed 001, section 3.5.2).
+"""Two-parameter logistic IRT on AI scores and the risk filter (Cvengros & Kortemeyer, section 3.5.2).
 
 Production only has the AI's points, normalised to s_ij = points / max in [0, 1] and often fractional,
 so the model is a continuous-response 2PL:
@@ -13,7 +13,7 @@ priors log a ~ N(0, sd_log_a), b ~ N(0, sd_b) and box bounds, because with a few
 everybody solves drives b to -infinity. Abilities are EAP estimates (posterior means). scipy L-BFGS-B
 with an analytic gradient starts from a fixed point (a = 1, b = -logit(item mean)), so the fit is
 deterministic. The fit sees s clipped to [0, 1] (outside it the likelihood has no maximum); the risk
-Risk_ij = |s_ij - p_ij| uses the raw s, so out-of-range AI points show as risk > 1 (seed 001 Fig. 13).
+Risk_ij = |s_ij - p_ij| uses the raw s, so out-of-range AI points show as risk > 1 (Cvengros & Kortemeyer Fig. 13).
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def fit_2pl(scores: np.ndarray, prior: IrtPrior) -> IrtFit:
 
 
 def risk_matrix(scores: np.ndarray, fit: IrtFit) -> np.ndarray:
-    """Risk_ij = |s_ij - p_ij| with the raw (unclipped) normalised AI scores (seed 001, Eq. 2)."""
+    """Risk_ij = |s_ij - p_ij| with the raw (unclipped) normalised AI scores (Cvengros & Kortemeyer, Eq. 2)."""
     return np.abs(np.asarray(scores, float) - fit.expected())
 
 

@@ -1,4 +1,4 @@
-"""Quality of AI points against human points (seed 001, sections 3.4 and 3.5.1).
+"""Quality of AI points against human points (Cvengros & Kortemeyer, sections 3.4 and 3.5.1).
 
 Everything works on (students x items) point matrices and an optional boolean ``accepted`` mask of
 the same shape (the confidence filters of section 3.5 choose which cells the AI grades alone).
@@ -18,7 +18,7 @@ from grading.agreement import summary_agreement
 CLASS_DECIMALS = 6
 # Comparisons of points and fractions tolerate float noise of this size.
 EPS = 1e-9
-# "Under > 0.25 Pts" of seed 001 Table 2: under-credit by more than one usual grading notch.
+# "Under > 0.25 Pts" of Cvengros & Kortemeyer Table 2: under-credit by more than one usual grading notch.
 UNDER_MARGIN = 0.25
 ALL = "all"
 
@@ -57,7 +57,7 @@ def classification(ai_points: Sequence[float], human_points: Sequence[float]) ->
 
     Accuracy is exact-match accuracy; precision, recall and F1 are macro averages over the classes
     (sklearn; a class never predicted or never true scores 0); normed F1 = (F1 - 1/n) / (1 - 1/n)
-    (seed 001, Eq. 1), undefined for a single class.
+    (Cvengros & Kortemeyer, Eq. 1), undefined for a single class.
     """
     a = np.round(np.asarray(ai_points, float), CLASS_DECIMALS)
     h = np.round(np.asarray(human_points, float), CLASS_DECIMALS)
@@ -114,7 +114,7 @@ def threshold_row(ai: np.ndarray, human: np.ndarray, accepted: np.ndarray) -> di
 
 
 def threshold_sweep(ai: np.ndarray, human: np.ndarray, max_points: np.ndarray, step: float) -> list[dict]:
-    """Seed 001 Table 2: for t = 0, step, ..., 1, what accepting cells with AI fraction >= t gives."""
+    """Cvengros & Kortemeyer Table 2: for t = 0, step, ..., 1, what accepting cells with AI fraction >= t gives."""
     return [{"threshold": t, **threshold_row(ai, human, threshold_mask(ai, max_points, t))}
             for t in sweep_values(step)]
 

@@ -1,4 +1,4 @@
-"""Inter-run reliability of AI points (seed 001, section 3.3): the runs are treated as raters.
+"""Inter-run reliability of AI points (Cvengros & Kortemeyer, section 3.3): the runs are treated as raters.
 
 ``ratings`` below is always a (targets x runs) matrix: targets are students (totals) or
 student x item cells.

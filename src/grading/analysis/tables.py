@@ -1,4 +1,4 @@
-"""Markdown, LaTeX and CSV tables laid out as seed 001 Tables 1-4 (plus reliability, risk and type filters).
+"""Markdown, LaTeX and CSV tables laid out as Cvengros & Kortemeyer Tables 1-4 (plus reliability, risk and type filters).
 
 The CSV keeps the numbers (fractions 0-1, full precision); Markdown and LaTeX round like the paper
 (two decimals, shares in percent).

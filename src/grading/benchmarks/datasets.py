@@ -78,7 +78,7 @@ def load_mohler(data_dir: str | Path, gold: str) -> Benchmark:
     elif gold == "official":
         df["gold"] = df["score_avg_0to5"].astype(float)
     else:
-        raise ConfigError("dataset.gold", f"{gold!r} is not one of mean, official")
+        raise ConfigError("benchmark.gold", f"{gold!r} is not one of mean, official")
     questions = {}
     for qid, g in df.groupby("question_id", sort=False):
         first = g.iloc[0]
@@ -106,7 +106,7 @@ def load_semeval(data_dir: str | Path, corpora: list[str]) -> Benchmark:
                  ["corpus", "split", "question_id", "student_answer_id", "label_2way", "student_answer"])
     unknown = sorted(set(corpora) - set(q["corpus"]))
     if unknown:
-        raise ConfigError("dataset.corpora", f"unknown corpus {unknown}; the data has {sorted(set(q['corpus']))}")
+        raise ConfigError("benchmark.corpora", f"unknown corpus {unknown}; the data has {sorted(set(q['corpus']))}")
     questions, references = {}, {}
     for row in q[q["corpus"].isin(corpora)].itertuples():
         key = f"{row.corpus}/{row.question_id}"
@@ -207,7 +207,7 @@ def load_asap(data_dir: str | Path, sets: list[int]) -> Benchmark:
 
 
 def load_benchmark(cfg, data_dir: str | Path) -> Benchmark:
-    """Dispatch on ``cfg.name`` (configs/dataset/<name>.yaml); ``cfg.texts`` swaps in other answer texts."""
+    """Dispatch on ``cfg.name`` (configs/benchmark/<name>.yaml); ``cfg.texts`` swaps in other answer texts."""
     if not Path(data_dir).is_dir():
         raise ConfigError("data_dir", f"{data_dir} is not a folder")
     if cfg.name == "mohler":
@@ -217,7 +217,7 @@ def load_benchmark(cfg, data_dir: str | Path) -> Benchmark:
     elif cfg.name == "asap":
         bench = load_asap(data_dir, [int(s) for s in cfg.sets])
     else:
-        raise ConfigError("dataset.name", f"{cfg.name!r} is not one of mohler, semeval, asap")
+        raise ConfigError("benchmark.name", f"{cfg.name!r} is not one of mohler, semeval, asap")
     return replace_texts(bench, cfg.texts) if cfg.texts else bench
 
 

@@ -48,4 +48,4 @@ def folds(answers: pd.DataFrame, protocol: str, n_folds: int, seed: int) -> Iter
     elif protocol == "zero_shot":
         yield Fold(protocol, 0, np.zeros(0, dtype=int), np.arange(len(answers)))
     else:
-        raise ConfigError("dataset.protocols", f"{protocol!r} is not one of {PROTOCOLS}")
+        raise ConfigError("benchmark.protocols", f"{protocol!r} is not one of {PROTOCOLS}")

@@ -1,14 +1,14 @@
 """``scripts/benchmark_grading.py``: every grading method on a public benchmark, under its protocols.
 
 Methods (``methods=[...]``):
-- ``similarity``: seed 000's raw cosine to the reference answer; ``similarity_points``: seed 000's
+- ``similarity``: Wong's raw cosine to the reference answer; ``similarity_points``: Wong's
   grader points (minimum similarity, rescaling, granularity) used as they are, with no fitting;
 - ``keyword``, ``kg``: the rubric-concept graders (concepts from the reference answer where the data
   has no concept rubric);
 - ``semantic``: the trained scorer (:mod:`grading.graders.semantic`), trained on each training fold;
   under unseen answers it also compares with graded answers to the same question in the training fold;
   ``semantic_ref``: the same without those comparisons (reference answer only);
-- ``hybrid``: seed 003's alpha * S_KG + (1 - alpha) * S_semantic (alpha from configs/grader/hybrid.yaml);
+- ``hybrid``: Lanke et al.'s alpha * S_KG + (1 - alpha) * S_semantic (alpha from configs/grader/hybrid.yaml);
 - ``llm``: the LLM grader, when an endpoint is configured (skipped with a note when its key is unset).
 
 From a method's score in [0, 1] to the dataset's scale:
@@ -189,7 +189,7 @@ def slices(bench: Benchmark) -> list[tuple[str, Benchmark]]:
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    bench = load_benchmark(cfg.dataset, cfg.data_dir)
+    bench = load_benchmark(cfg.benchmark, cfg.data_dir)
     folder = start_run(hydra_output_dir(cfg.out_dir), cfg)
     embedder = embedder_from_config(cfg)
     graders, notes = resolve_methods(cfg, bench, embedder)
@@ -218,8 +218,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             kg_all = np.array([scores["kg"][a]["fraction"] for a in answers["answer_id"]])
         rows_by = defaultdict(list)
         maps_by = defaultdict(list)
-        for protocol in cfg.dataset.protocols:
-            for fold in tqdm(list(folds(answers, protocol, cfg.dataset.n_folds, cfg.seed)),
+        for protocol in cfg.benchmark.protocols:
+            for fold in tqdm(list(folds(answers, protocol, cfg.benchmark.n_folds, cfg.seed)),
                              desc=f"{key}[{protocol}]", disable=not cfg.progress):
                 train, test = answers.iloc[fold.train], answers.iloc[fold.test]
                 fold_scores: dict[str, tuple[np.ndarray, np.ndarray, bool]] = {}

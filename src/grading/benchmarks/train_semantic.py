@@ -36,9 +36,9 @@ def _metrics(binary: bool, pred: np.ndarray, gold: np.ndarray, scale: float) -> 
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    if cfg.dataset.name in EVALUATION_ONLY:
-        raise ConfigError("dataset", f"{cfg.dataset.name} is evaluation only; nothing may be trained on it")
-    bench = load_benchmark(cfg.dataset, cfg.data_dir)
+    if cfg.benchmark.name in EVALUATION_ONLY:
+        raise ConfigError("benchmark", f"{cfg.benchmark.name} is evaluation only; nothing may be trained on it")
+    bench = load_benchmark(cfg.benchmark, cfg.data_dir)
     folder = start_run(hydra_output_dir(cfg.out_dir), cfg)
     embedder = embedder_from_config(cfg)
     answers = bench.answers

@@ -1,6 +1,6 @@
 """What a student wrote, as phrases a rubric concept can be compared with (spaCy), cached on disk.
 
-Seed 003 extracts student concepts from spaCy noun chunks and entities. Noun chunks alone cannot
+Lanke et al. extract student concepts from spaCy noun chunks and entities. Noun chunks alone cannot
 carry a statement such as "the mass cancels", so the extractor also yields sentences, clauses (verb
 subtrees without their nested clauses), segments (a sentence cut at punctuation and connectives, which
 survives the small parser's mistakes) and optionally word windows. Each span carries the direction and

@@ -1,6 +1,6 @@
-"""Seed 003's hybrid score (Eq. 2): ``final = alpha * S_KG + (1 - alpha) * S_other``.
+"""Lanke et al.'s hybrid score (Eq. 2): ``final = alpha * S_KG + (1 - alpha) * S_other``.
 
-``S_other`` is the ``fraction`` of another grader (``llm`` in the seed; ``semantic`` or ``similarity``
+``S_other`` is the ``fraction`` of another grader (``llm`` in the paper; ``semantic`` or ``similarity``
 here too). The combined fraction is scaled to the question's points, rounded to its granularity and
 clamped to [0, max] by :func:`grading.scoring.to_points`. Matched and missing concepts come from the KG part.
 """
@@ -16,7 +16,7 @@ from inkbase.errors import ConfigError, check_range
 
 
 def hybrid_fraction(alpha: float, s_kg: float, s_other: float) -> float:
-    """Seed Eq. 2 on fractions in [0, 1]."""
+    """Lanke et al., Eq. 2 on fractions in [0, 1]."""
     return alpha * s_kg + (1.0 - alpha) * s_other
 
 

@@ -1,4 +1,4 @@
-"""Seed 003's keyword-matching baseline (Table IV, first row).
+"""Lanke et al.'s keyword-matching baseline (Table IV, first row).
 
 Definition used here: every phrase of a concept (its label and each synonym) is reduced to its content
 lemmas (spaCy lemmas, lower-cased, stop words and punctuation removed), and so is the answer. A phrase's

@@ -1,13 +1,13 @@
-"""Seed 003's knowledge-graph grader: rubric concepts as a weighted graph, matched by embedding similarity.
+"""Lanke et al.'s knowledge-graph grader: rubric concepts as a weighted graph, matched by embedding similarity.
 
 The rubric question becomes a networkx DiGraph (concept nodes with label, weight and synonyms; edges
 typed by relation). The student answer is cut into spans (:mod:`grading.graders.concepts`). A concept's
 similarity is the largest cosine (all-MiniLM-L6-v2) over every (student span, concept phrase) pair, the
 phrases being its label and synonyms; the concept is matched when that similarity reaches ``threshold``.
 Pairs whose directions oppose ("shifts right" / "shifts left": cosine ~0.9 for MiniLM) are ruled out first
-(``direction_check``). Seed Eq. 1: ``S_KG = matched weight / total weight``. With ``edge_bonus`` > 0
+(``direction_check``). Lanke et al., Eq. 1: ``S_KG = matched weight / total weight``. With ``edge_bonus`` > 0
 the score becomes ``(1 - edge_bonus) * S_KG + edge_bonus * (satisfied relations / relations)``, a
-relation being satisfied when both its ends are matched; the default 0 keeps the seed's formula.
+relation being satisfied when both its ends are matched; the default 0 keeps the paper's formula.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def rubric_graph(question: Question) -> nx.DiGraph:
 
 
 def kg_coverage(graph: nx.DiGraph, matched: set[str]) -> float:
-    """Seed Eq. 1: weight of the matched concepts over the total weight."""
+    """Lanke et al., Eq. 1: weight of the matched concepts over the total weight."""
     total = sum(w for _, w in graph.nodes(data="weight"))
     return sum(graph.nodes[n]["weight"] for n in matched if n in graph) / total if total > 0 else 0.0
 

@@ -1,4 +1,4 @@
-"""Seed 003's LLM reasoning module as a grader: S_LLM = mean(coherence, correctness), scaled to points.
+"""Lanke et al.'s LLM reasoning module as a grader: S_LLM = mean(coherence, correctness), scaled to points.
 
 When the model gives no usable reply for an answer (still malformed after the retries, or the
 server failing on it after the retries), the answer gets 0 points, ``fraction`` 0, ``s_llm`` None,

@@ -1,4 +1,4 @@
-"""Seed 000's scorer: cosine similarity of the answer to the reference answer (all-MiniLM-L6-v2).
+"""Wong's scorer: cosine similarity of the answer to the reference answer (all-MiniLM-L6-v2).
 
 The instructor sets a minimum similarity; below it an answer scores 0. Above it the similarity is
 mapped to points (``mapping``) and rounded to the question's granularity. An empty answer scores 0.

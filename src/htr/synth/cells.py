@@ -1,4 +1,4 @@
-"""Handwritten letters in answer-table cells (seed 004): one letter A-Z written into a printed cell.
+"""Handwritten letters in answer-table cells (Grabowski & Canz): one letter A-Z written into a printed cell.
 
 The crop shows the cell's printed border and, with a small margin, a bit of the neighbouring cells;
 the letter is written off-centre by a random amount and sometimes touches or crosses the border, as

@@ -3,7 +3,7 @@
 :func:`layout_exam` turns an exam's questions (id, text, points) into pages (A4 at 150 dpi by default): a header with the exam title
 and NAME / ID / CLASS boxes, then each question's printed text and an answer box sized for about six
 handwritten lines, with four filled corner squares on every page for registration. Its region
-template uses seed 000's format (``{"0": [{"x", "y", "width", "height", "label"}, ...]}``).
+template uses Wong's format (``{"0": [{"x", "y", "width", "height", "label"}, ...]}``).
 
 :func:`render_exam` writes one student's answers into the boxes with one hand (one font, size and
 slant for the whole script, small changes per line), then scans each page: slight rotation, shift and
@@ -141,7 +141,7 @@ class ExamLayout:
     pages: list[PageLayout]
 
     def template(self) -> dict[str, list[dict[str, Any]]]:
-        """Region template in seed 000's format, keyed by page index."""
+        """Region template in Wong's format, keyed by page index."""
         return {str(p.index): [r.as_dict() for r in p.regions] for p in self.pages}
 
     def region(self, label: str) -> tuple[int, Region]:
