@@ -389,6 +389,8 @@ def open_exam(cfg: DictConfig) -> Exam:
     for key in ("rubric", "template", "roster"):
         store.set_meta(key, str(Path(cfg[key]).resolve()))
     store.set_meta("grader", cfg.grader.name)
+    store.set_meta("exam_id", rubric.exam_id)
+    store.set_meta("regions", {t.key: t.regions for t in templates})  # for the export and the review app
     code = config_dataclass(PageCode, cfg.page_code, "page_code") if cfg.page_code is not None else None
     return Exam(cfg, rubric, roster, templates, store, code)
 
