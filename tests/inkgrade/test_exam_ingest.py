@@ -197,7 +197,7 @@ def test_region_outside_the_page_and_duplicate_roster_ids_are_named(tiny, ingest
     template["1"][-1]["x"] = 1200
     (tmp_path / "template.json").write_text(json.dumps(template))
     (tmp_path / "blank.pdf").write_bytes((root / "scans" / "blank.pdf").read_bytes())
-    with pytest.raises(InputError, match=r'template\.json: "1"\[0\] \(Q3\): region x=1200 .* outside the 1240x1754 page'):
+    with pytest.raises(InputError, match=r'template\.json: "1"\[0\] \(Q3\): region x=1200 .* outside the \d+x1754 page'):
         ingest.run(grade_cfg(root, exam_dir, f"template={tmp_path / 'template.json'}"))
     roster = (root / "scans" / "roster.csv").read_text().splitlines()
     (tmp_path / "roster.csv").write_text("\n".join([*roster, roster[1]]) + "\n")
@@ -239,3 +239,27 @@ def test_the_command_prints_one_line_naming_the_file(tiny, tmp_path):
                          env={**__import__("os").environ, "PYTHONPATH": str(REPO / "src")})
     assert res.returncode == 2
     assert res.stderr.strip().splitlines()[-1] == f"error: {bad}: (pdf): not a PDF (no %PDF- header)"
+
+
+def test_one_pdf_per_student_without_booklet_codes_goes_by_file(tiny, recognizer, tmp_path):
+    """Pages without an ID region follow the one ID page of their file when no code is read."""
+    import pypdfium2 as pdfium
+
+    root, truth = tiny
+    folder = tmp_path / "per_student"
+    folder.mkdir()
+    src = pdfium.PdfDocument(root / "batch" / "scans.pdf")
+    expected = {}
+    for student in ("S01", "S02", "S03"):
+        mine = [s for s, t in truth.items() if t["student_id"] == student and "scans.pdf" in s]
+        doc = pdfium.PdfDocument.new()
+        doc.import_pages(src, [int(s.rsplit("#", 1)[1]) - 1 for s in mine])
+        doc.save(folder / f"{student.lower()}.pdf")
+        expected.update({f"{folder / student.lower()}.pdf#{k + 1}": student for k in range(len(mine))})
+    exam_dir = tmp_path / "exam"
+    ingest.run(grade_cfg(root, exam_dir, f"scans={folder}", "page_code=null", "stop_after=assign"),
+               recognizer=recognizer)
+    with ExamStore.open(exam_dir) as store:
+        got = {p["source"]: p["student_id"] for p in store.pages()}
+        assert not store.page_codes()
+    assert got == expected

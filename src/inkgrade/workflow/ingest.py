@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import logging
+import re
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -83,8 +84,9 @@ class RegionReader:
 def identify(read_id: str, read_name: str, roster: list[Student], min_score: float,
              min_margin: float) -> tuple[str | None, float, str]:
     """(student_id or None, score, problem). A student only when the roster match reaches ``min_score``,
-    no confident reading of the other field names someone else, and the runner-up is ``min_margin``
+    no confident, unambiguous reading of the other field names someone else, and the runner-up is ``min_margin``
     behind unless the other field confirms the student."""
+    read_name = " ".join(re.sub(r"[^\w\s'-]|(?<!\w)[-']|[-'](?!\w)", " ", read_name).split())  # stray marks
     match = match_identity(read_id, read_name, roster)
     if match.student_id is None:
         return None, 0.0, "nothing legible in the ID and NAME regions"
@@ -99,7 +101,8 @@ def identify(read_id: str, read_name: str, roster: list[Student], min_score: flo
     }
     confirms = {f: bool(h) and h[0][2] == match.student_id and h[0][1] >= 60 for f, h in fields.items()}
     for field, hits in fields.items():
-        if hits and hits[0][1] >= min_score and hits[0][2] != match.student_id:
+        decided = hits and hits[0][1] >= min_score and (len(hits) == 1 or hits[0][1] - hits[1][1] >= min_margin)
+        if decided and hits[0][2] != match.student_id:
             return None, match.score, (f"ID and NAME disagree: {field} reads as {hits[0][2]}, the other field as "
                                        f"{match.student_id}")
         other = "NAME" if field == "ID" else "ID"

@@ -8,6 +8,7 @@ rendered or decoded is yielded with ``image=None`` and a reason, so the run reco
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,16 +50,18 @@ def open_pdf(path: Path):
     """Open a PDF with pypdfium2; InputError (file, problem) when it is not one, is encrypted or empty."""
     import pypdfium2 as pdfium
 
-    head = path.read_bytes()[:1024]
-    if b"%PDF-" not in head:
+    data = path.read_bytes()
+    if b"%PDF-" not in data[:1024]:
         raise InputError(path, "(pdf)", "not a PDF (no %PDF- header)")
     try:
-        pdf = pdfium.PdfDocument(path)
+        pdf = pdfium.PdfDocument(data)
     except pdfium.PdfiumError as err:
-        text = str(err)
-        if "password" in text.lower():
+        # PDFium's error code can be stale from an earlier document, so the file itself says why.
+        if re.search(rb"/Encrypt\b", data):
             raise InputError(path, "(pdf)", "encrypted (password protected); save an unprotected copy") from err
-        raise InputError(path, "(pdf)", f"cannot be read: {text}") from err
+        if not re.search(rb"/Type\s*/Page(?!s)", data):
+            raise InputError(path, "(pdf)", "holds no pages") from err
+        raise InputError(path, "(pdf)", f"damaged, cannot be read ({err})") from err
     if len(pdf) == 0:
         pdf.close()
         raise InputError(path, "(pdf)", "holds no pages")
