@@ -263,3 +263,46 @@ def test_one_pdf_per_student_without_booklet_codes_goes_by_file(tiny, recognizer
         got = {p["source"]: p["student_id"] for p in store.pages()}
         assert not store.page_codes()
     assert got == expected
+
+
+@pytest.mark.slow
+def test_a_killed_run_loses_nothing_finished_and_resumes(tiny, recognizer, tmp_path):
+    """SIGKILL grade_exam while it ingests; the pages it had finished stay as they were, the rerun adds
+    the rest once."""
+    import os
+    import signal
+    import sqlite3
+    import time
+
+    root, truth = tiny
+    exam_dir = tmp_path / "exam"
+    cfg = grade_cfg(root, exam_dir, "stop_after=assign")
+    args = [f"{k}={cfg[k]}" for k in ("scans", "template", "rubric", "roster", "exam_dir")]
+    proc = subprocess.Popen([sys.executable, str(REPO / "scripts" / "grade_exam.py"), *args, "stop_after=assign"],
+                            env={**os.environ, "PYTHONPATH": str(REPO / "src")}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    seen = 0
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (exam_dir / "exam.sqlite").exists():
+            with sqlite3.connect(exam_dir / "exam.sqlite") as c:
+                try:
+                    seen = c.execute("SELECT COUNT(*) FROM pages").fetchone()[0]
+                except sqlite3.OperationalError:
+                    seen = 0
+            if seen >= 2:
+                break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert 2 <= seen < 8
+    with ExamStore.open(exam_dir) as store:
+        before = store.pages()
+    counting = CountingRecognizer(recognizer)
+    ingest.run(cfg, recognizer=counting)
+    with ExamStore.open(exam_dir) as store:
+        after = {p["source"]: p for p in store.pages()}
+    assert len(after) == 8 and set(after) == set(truth)
+    for p in before:
+        assert after[p["source"]]["page_id"] == p["page_id"] and after[p["source"]]["id_read"] == p["id_read"]
+    assert counting.calls == 4 - sum(p["template_page"] == "0" for p in before)
