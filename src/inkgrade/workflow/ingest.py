@@ -405,7 +405,8 @@ def run(cfg: DictConfig, recognizer: Recognizer | None = None, grader_factory=No
         from inkbase.errors import ConfigError
 
         raise ConfigError("stop_after", f"{cfg.stop_after!r} is not one of {', '.join(STAGES)}")
-    files = check_scans(cfg.scans)
+    blank = Path(cfg.blank) if cfg.blank else Path(cfg.template).parent / "blank.pdf"
+    files = [(f, n) for f, n in check_scans(cfg.scans) if f.resolve() != blank.resolve()]  # the unfilled exam
     exam = open_exam(cfg)
     folder = start_run(hydra_output_dir(cfg.out_dir), cfg)
     if grader_factory is None:
