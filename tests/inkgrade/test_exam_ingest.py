@@ -139,6 +139,7 @@ def test_resume_after_interruption_does_no_work_twice(tiny, ingested):
     assert third.calls == 0 and rerun["new_pages"] == 0 and rerun["pages"] == 8
 
 
+@pytest.mark.slow  # ~30 s: reads six pages with the real recogniser; test_read_grade_risk_stages is the fast path
 def test_reading_and_grading_fill_the_store_and_a_rerun_changes_nothing(tiny, ingested, recognizer):
     root, truth = tiny
     exam_dir = ingested[0]
@@ -306,3 +307,63 @@ def test_a_killed_run_loses_nothing_finished_and_resumes(tiny, recognizer, tmp_p
     for p in before:
         assert after[p["source"]]["page_id"] == p["page_id"] and after[p["source"]]["id_read"] == p["id_read"]
     assert counting.calls == 4 - sum(p["template_page"] == "0" for p in before)
+
+
+class FixedTranscriptionRecognizer:
+    """Not a recogniser: returns the same sentence for every line, so the stages after reading can be
+    tested without a model."""
+
+    name = "fixed-transcription"
+
+    def __init__(self, text):
+        self.text = text
+
+    def recognize(self, images):
+        return [self.text for _ in images]
+
+
+def test_read_grade_risk_stages_fill_items_from_crops(tmp_path, embedder):
+    """One assigned page: a written box is read and graded, a blank box scores 0 automatically."""
+    from PIL import ImageDraw
+
+    from grading.graders.similarity import SimilarityGrader
+    from grading.roster import Student
+    from htr.preprocess import PreprocessConfig
+    from htr.segment import SegmenterConfig
+    from inkgrade.workflow.template import TemplatePage
+
+    rubric = load_rubric(SAMPLE / "rubric.json")
+    rubric.questions = rubric.questions[:2]
+    regions = [{"x": 10, "y": 10, "width": 600, "height": 200, "label": "Q1"},
+               {"x": 10, "y": 300, "width": 600, "height": 200, "label": "Q2"}]
+    exam_dir = tmp_path / "exam"
+    store = ExamStore.open(exam_dir, create=True)
+    store.upsert_students([{"student_id": "S01", "name": "Amelia Hartley"}])
+    store.upsert_questions([{"question_id": q.id, "position": k, "max_points": q.max_points,
+                             "granularity": q.granularity} for k, q in enumerate(rubric.questions)])
+    (exam_dir / "crops" / "p1").mkdir(parents=True)
+    written = Image.new("L", (600, 200), 240)
+    ImageDraw.Draw(written).text((20, 60), "both balls fall with the same acceleration", fill=20,
+                                 font_size=28)
+    written.save(exam_dir / "crops" / "p1" / "Q1.png")
+    Image.new("L", (600, 200), 240).save(exam_dir / "crops" / "p1" / "Q2.png")
+    store.add_page("scan.pdf#1", "pages/p1.jpg", "assigned", template_page="0", student_id="S01")
+    cfg = compose("grade_exam", ["scans=x", "template=x", "rubric=x", "roster=x", f"exam_dir={exam_dir}"])
+    exam = ingest.Exam(cfg, rubric, [Student("S01", "Amelia Hartley", "10A")],
+                       [TemplatePage("0", regions, np.full((600, 700), 255, np.uint8))], store, None)
+    text = "The mass cancels so both balls have the same acceleration g and land together."
+    reader = ingest.RegionReader(FixedTranscriptionRecognizer(text), PreprocessConfig(), SegmenterConfig())
+    assert ingest.read_stage(exam, reader) == 2
+    assert ingest.read_stage(exam, reader) == 0  # resumable: nothing left to read
+    blank, answer = store.item("S01-Q2"), store.item("S01-Q1")
+    assert (blank.status, blank.ai_points, blank.transcription) == ("auto", 0.0, "")
+    assert blank.details["flags"] == ["empty"] and len(blank.details["missing"]) == 5  # Q2 has 5 concepts
+    assert answer.transcription == text and answer.ai_points is None
+    assert ingest.grade_stage(exam, lambda: SimilarityGrader(embedder)) == 1
+    answer = store.item("S01-Q1")
+    assert 0 < answer.ai_points <= 4 and answer.details["grader"] == "similarity"
+    assert answer.details["justification"].endswith(f"rounded to 0.5: {answer.ai_points:g}.")
+    assert answer.risk_reason.startswith("grader: ")
+    assert ingest.risk_stage(exam) == "IRT needs 10 fully graded students, 1 so far"
+    assert ingest.grade_stage(exam, lambda: pytest.fail("nothing is left to grade")) == 0
+    store.close()
