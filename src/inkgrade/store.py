@@ -20,6 +20,9 @@ items      answer_id (key), student_id, question_id, kind ('answer' | 'table_cel
            concepts, justification, spans, flags), updated_at
 audit      audit_id (key), answer_id, who, at, old_points, new_points, old_status, new_status, version
 meta       key (key), value: exam-level facts (rubric path, template path, grader, finished stages)
+page_codes page_id (key), booklet: the booklet number printed on a page (links a page without an ID
+           region to its booklet's ID page); added for the exam workflow, absent rows = no code read
+sent       student_id (key), address, at, message_id: results mailed to a student (never sent twice)
 """
 
 from __future__ import annotations
@@ -68,6 +71,10 @@ CREATE TRIGGER IF NOT EXISTS audit_is_append_only_u BEFORE UPDATE ON audit
 CREATE TRIGGER IF NOT EXISTS audit_is_append_only_d BEFORE DELETE ON audit
     BEGIN SELECT RAISE(ABORT, 'audit rows are never deleted'); END;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS page_codes (
+    page_id INTEGER PRIMARY KEY REFERENCES pages(page_id), booklet INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS sent (
+    student_id TEXT PRIMARY KEY, address TEXT NOT NULL, at TEXT NOT NULL, message_id TEXT NOT NULL DEFAULT '');
 """
 
 
@@ -193,8 +200,9 @@ class ExamStore:
 
     def add_page(self, source: str, image: str, status: str, *, template_page: str | None = None,
                  student_id: str | None = None, id_read: str = "", id_score: float | None = None,
-                 problem: str = "") -> int:
-        """Record a page (once per ``source``; a second call returns the first page's id unchanged)."""
+                 problem: str = "", booklet: int | None = None) -> int:
+        """Record a page (once per ``source``; a second call returns the first page's id unchanged),
+        with the booklet number printed on it when one was read (same transaction)."""
         with self.transaction() as c:
             row = c.execute("SELECT page_id FROM pages WHERE source = ?", (source,)).fetchone()
             if row is not None:
@@ -203,7 +211,19 @@ class ExamStore:
                 "INSERT INTO pages (source, image, template_page, student_id, id_read, id_score, status, problem) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (source, image, template_page, student_id, id_read, id_score, status, problem))
+            if booklet is not None:
+                c.execute("INSERT INTO page_codes (page_id, booklet) VALUES (?, ?)", (cur.lastrowid, booklet))
             return int(cur.lastrowid)
+
+    def set_page_problem(self, page_id: int, status: str, problem: str) -> None:
+        """Mark an unassigned page ``needs_identity`` or ``unreadable`` with the reason."""
+        with self.transaction() as c:
+            c.execute("UPDATE pages SET status = ?, problem = ? WHERE page_id = ? AND student_id IS NULL",
+                      (status, problem, page_id))
+
+    def page_codes(self) -> dict[int, int]:
+        """``page_id -> booklet`` for the pages whose printed booklet number was read."""
+        return {int(r["page_id"]): int(r["booklet"]) for r in self.conn.execute("SELECT * FROM page_codes")}
 
     def assign_page(self, page_id: int, student_id: str) -> None:
         with self.transaction() as c:
@@ -286,6 +306,16 @@ class ExamStore:
         if answer_id is not None:
             sql, args = sql + " WHERE answer_id = ?", (answer_id,)
         return [dict(r) for r in self.conn.execute(sql + " ORDER BY audit_id", args)]
+
+    # ------------------------------------------------------------------ mailing
+    def mark_sent(self, student_id: str, address: str, message_id: str = "") -> None:
+        with self.transaction() as c:
+            c.execute("INSERT INTO sent (student_id, address, at, message_id) VALUES (?, ?, ?, ?)",
+                      (student_id, address, now(), message_id))
+
+    def sent(self) -> dict[str, dict[str, Any]]:
+        """``student_id -> {address, at, message_id}`` of every student whose results were mailed."""
+        return {r["student_id"]: dict(r) for r in self.conn.execute("SELECT * FROM sent ORDER BY at")}
 
     def final_points(self) -> dict[tuple[str, str], float | None]:
         """``(student_id, question_id) -> points``: the reviewer's points where set, else the AI's."""
