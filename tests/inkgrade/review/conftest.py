@@ -38,16 +38,15 @@ def handwriting(text: str, rng: np.random.Generator, width: int = 820) -> Image.
     from htr.synth.lines import render_line
 
     fonts = [f for f in list_fonts("train") if not f.uppercase_only]
-    canvas = Image.new("L", (width, 60), 250)
     if not text:
-        return canvas.resize((width, 150))
+        return Image.new("L", (width, 150), 255)
     lines = []
     for part in textwrap.wrap(text, 52):
         line = (render_line(part, fonts[0], rng) if fonts else _printed(part)).convert("L")
-        if line.width > width - 20:
-            line = line.resize((width - 20, max(1, int(line.height * (width - 20) / line.width))))
+        scale = min(0.7, (width - 24) / line.width)
+        line = line.resize((int(line.width * scale), int(line.height * scale)))
         lines.append(line)
-    out = Image.new("L", (width, sum(im.height for im in lines) + 24), 250)
+    out = Image.new("L", (width, sum(im.height for im in lines) + 24), 255)
     y = 12
     for im in lines:
         out.paste(im, (12, y))
@@ -142,14 +141,31 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(exam_dir: Path, out_dir: Path, *args: str, env: dict | None = None) -> tuple[subprocess.Popen, str]:
-    """``scripts/review.py`` as a real uvicorn process on a free port; returns it once it answers."""
+@pytest.fixture
+def review_server():
+    """Starts ``scripts/review.py`` as a real uvicorn process on a free port (``start(exam_dir, out_dir,
+    *overrides)`` -> (process, url), once it answers); kills what is still running at the end."""
+    procs: list[subprocess.Popen] = []
+
+    def start(exam_dir: Path, out_dir: Path, *args: str) -> tuple[subprocess.Popen, str]:
+        proc, url = start_server(exam_dir, out_dir, *args)
+        procs.append(proc)
+        return proc, url
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=20)
+
+
+def start_server(exam_dir: Path, out_dir: Path, *args: str) -> tuple[subprocess.Popen, str]:
     import httpx
 
     port = free_port()
     cmd = [sys.executable, str(REPO / "scripts" / "review.py"), f"exam_dir={exam_dir}", f"port={port}",
            f"out_dir={out_dir}", "warm_up=false", "reviewer=browser-test", *args]
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), **(env or {})}
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60

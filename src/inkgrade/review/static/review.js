@@ -74,6 +74,7 @@ function show(i) {
   $("reason").hidden = !item.risk_reason;
   const crop = $("crop");
   if (item.crop_url) {
+    crop.onload = applyZoom;
     crop.src = item.crop_url;
     crop.hidden = false;
   } else {
@@ -97,8 +98,12 @@ function show(i) {
 }
 
 function applyZoom() {
-  $("crop").style.width = Math.round(state.zoom * 100) + "%";
-  $("page-image").style.width = Math.round(state.pageZoom * 100) + "%";
+  const crop = $("crop");
+  const zoomed = state.zoom !== 1 && crop.naturalWidth > 0;
+  $("crop-wrap").classList.toggle("zoomed", zoomed);
+  crop.style.width = zoomed ? Math.round(crop.naturalWidth * state.zoom) + "px" : "";
+  const pageImage = $("page-image");
+  pageImage.style.width = pageImage.naturalWidth ? Math.round(pageImage.naturalWidth * state.pageZoom) + "px" : "";
 }
 
 function nextUnreviewed(from) {
@@ -171,6 +176,7 @@ function openPage() {
   $("page-image").src = item.page_url;
   $("page-title").textContent = "Student " + item.student_id + " · whole page";
   $("page-view").hidden = false;
+  $("page-image").onload = applyZoom;
 }
 
 function togglePage() {
