@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -128,11 +129,18 @@ def build_exam(exam_dir: Path) -> dict:
             "granularity": {q["id"]: q["granularity"] for q in questions}}
 
 
+@pytest.fixture(scope="session")
+def built_exam(tmp_path_factory) -> tuple[Path, dict]:
+    exam_dir = tmp_path_factory.mktemp("built") / "exam"
+    return exam_dir, build_exam(exam_dir)
+
+
 @pytest.fixture
-def exam(tmp_path) -> tuple[Path, dict]:
+def exam(built_exam, tmp_path) -> tuple[Path, dict]:
+    """A fresh copy of the built exam for each test (rendering the handwriting once is enough)."""
     exam_dir = tmp_path / "exam"
-    info = build_exam(exam_dir)
-    return exam_dir, info
+    shutil.copytree(built_exam[0], exam_dir)
+    return exam_dir, built_exam[1]
 
 
 def free_port() -> int:
