@@ -31,7 +31,7 @@ import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
@@ -320,7 +320,7 @@ def create_app(store: ExamStore, settings: ReviewSettings | None = None,
         return service.questions()
 
     @app.get("/api/items")
-    def api_items(question: str = Query(...)):
+    def api_items(question: Annotated[str, Query()]):
         if service.question(question) is None:
             raise HTTPException(404, f"no question {question!r}")
         return service.items(question)
@@ -330,7 +330,7 @@ def create_app(store: ExamStore, settings: ReviewSettings | None = None,
         return service.review(answer_id, body, reviewer(request))
 
     @app.get("/api/audit")
-    def api_audit(answer_id: str = Query(...)):
+    def api_audit(answer_id: Annotated[str, Query()]):
         return service.audit(answer_id)
 
     @app.get("/api/completion")
@@ -338,8 +338,8 @@ def create_app(store: ExamStore, settings: ReviewSettings | None = None,
         return service.completion()
 
     @app.post("/api/grade")
-    def api_grade(request: Request, image: UploadFile = File(...), rubric: UploadFile = File(...),
-                  question_id: str | None = Form(None)):
+    def api_grade(request: Request, image: Annotated[UploadFile, File()], rubric: Annotated[UploadFile, File()],
+                  question_id: Annotated[str | None, Form()] = None):
         limit = settings.max_upload_bytes
         if int(request.headers.get("content-length") or 0) > 2 * limit + 65536:
             raise HTTPException(413, f"upload larger than {limit / 2**20:g} MB")

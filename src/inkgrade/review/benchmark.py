@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import textwrap
 import time
 from pathlib import Path
@@ -70,6 +71,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     engine = SingleAnswerEngine(cfg)
     client = TestClient(create_app(store, ReviewSettings(), engine), base_url="http://127.0.0.1")
     rubric_bytes = rubric_path.read_bytes()
+    load_before = os.getloadavg()[0]
     rows = []
     with open(folder.file("results.jsonl"), "w") as out:
         for k, answer in enumerate(tqdm(answers, desc="upload", unit="answer")):
@@ -100,6 +102,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "warm_read_median_seconds": round(float(np.median([r["server"]["read"] for r in rows[1:]])), 3),
         "warm_grade_median_seconds": round(float(np.median([r["server"]["grade"] for r in rows[1:]])), 3),
         "cer": round(float(jiwer.cer([r["text"] for r in rows], [r["transcription"] for r in rows])), 4),
+        # The machine's 1-minute load average before and after: latencies on a shared machine depend on it.
+        "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "cpu_count": os.cpu_count(),
         "recognizer": cfg.recognizer.name,
         "grader": cfg.grader.name,
     }

@@ -10,7 +10,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -18,6 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from htr.synth.fonts import list_fonts
+from inkgrade.review.benchmark import render_answer
 from inkgrade.store import ExamStore
 
 REPO = Path(__file__).resolve().parents[3]
@@ -33,34 +34,6 @@ REASONS = [
 ]
 
 
-def handwriting(text: str, rng: np.random.Generator, width: int = 820) -> Image.Image:
-    """The answer written out in a handwriting font, wrapped like a student would."""
-    from htr.synth.fonts import list_fonts
-    from htr.synth.lines import render_line
-
-    fonts = [f for f in list_fonts("train") if not f.uppercase_only]
-    if not text:
-        return Image.new("L", (width, 150), 255)
-    lines = []
-    for part in textwrap.wrap(text, 52):
-        line = (render_line(part, fonts[0], rng) if fonts else _printed(part)).convert("L")
-        scale = min(0.7, (width - 24) / line.width)
-        line = line.resize((int(line.width * scale), int(line.height * scale)))
-        lines.append(line)
-    out = Image.new("L", (width, sum(im.height for im in lines) + 24), 255)
-    y = 12
-    for im in lines:
-        out.paste(im, (12, y))
-        y += im.height
-    return out
-
-
-def _printed(text: str) -> Image.Image:
-    im = Image.new("L", (8 * len(text) + 20, 40), 255)
-    ImageDraw.Draw(im).text((10, 12), text, fill=20)
-    return im
-
-
 def build_exam(exam_dir: Path) -> dict:
     """Write the exam; return what the tests check against."""
     rubric = json.loads((SAMPLE / "rubric.json").read_text())
@@ -70,6 +43,7 @@ def build_exam(exam_dir: Path) -> dict:
         a = json.loads(line)
         answers[a["answer_id"]] = a
     rng = np.random.default_rng(0)
+    font = next(f for f in list_fonts("train") if not f.uppercase_only)
     (exam_dir / "pages").mkdir(parents=True)
     (exam_dir / "crops").mkdir()
     store = ExamStore.open(exam_dir, create=True)
@@ -90,7 +64,7 @@ def build_exam(exam_dir: Path) -> dict:
         for q in questions:
             aid = f"{s}-{q['id']}"
             text = "" if aid == EMPTY else answers[aid]["text"]
-            crop = handwriting(text, rng)
+            crop = render_answer(text, font, rng)
             crops[q["id"]] = crop
             draw.text((60, y), f"{q['id']} ({q['max_points']:g} points)", fill=0)
             draw.rectangle((50, y + 18, 50 + crop.width + 10, y + 18 + crop.height + 10), outline=120)
