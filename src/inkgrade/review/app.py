@@ -146,7 +146,8 @@ class ReviewService:
         return {q.id: {c.id: c.label for c in q.concepts} for q in rubric.questions}
 
     def question(self, question_id: str) -> dict[str, Any] | None:
-        return next((q for q in self.store.questions() if q["question_id"] == question_id), None)
+        with self.lock:
+            return next((q for q in self.store.questions() if q["question_id"] == question_id), None)
 
     def questions(self) -> list[dict[str, Any]]:
         with self.lock:
