@@ -80,6 +80,7 @@ def test_keyboard_pass_through_a_question(exam, tmp_path, browser_page, review_s
         page.keyboard.press("p")  # previous: back to the one just graded
         expect(student).to_have_text(f"Student {order[4]}")
         expect(page.locator("#points-now")).to_have_text("1.5")
+        expect(page.locator("#history")).to_contain_text("browser-test · – → 1.5 (reviewed)")
         page.keyboard.press("n")  # next unreviewed
         expect(student).to_have_text(f"Student {order[5]}")
         page.keyboard.type("2.5")

@@ -46,6 +46,7 @@ function renderQueue() {
     li.querySelector(".sid").textContent = item.student_id;
     li.querySelector(".riskbar span").style.width = Math.round(100 * item.risk) + "%";
     li.querySelector(".pts").textContent = fmt(shown);
+    li.querySelector(".pts").title = item.points !== null ? "reviewed points" : "AI points";
     li.addEventListener("click", () => show(i));
     list.appendChild(li);
   });
@@ -94,7 +95,23 @@ function show(i) {
   input.focus();
   input.select();
   renderQueue();
+  showHistory(item.answer_id);
   if ($("page-view").hidden === false) openPage();
+}
+
+async function showHistory(answerId) {
+  const res = await fetch("/api/audit?answer_id=" + encodeURIComponent(answerId));
+  const rows = res.ok ? await res.json() : [];
+  if (state.items[state.index].answer_id !== answerId) return;  // moved on meanwhile
+  const list = $("history");
+  list.replaceChildren();
+  for (const row of rows.slice().reverse()) {
+    const li = document.createElement("li");
+    li.textContent = row.at.replace("T", " ") + " · " + row.who + " · " + fmt(row.old_points) + " → " +
+      fmt(row.new_points) + " (" + row.new_status + ")";
+    list.appendChild(li);
+  }
+  $("history-box").hidden = rows.length === 0;
 }
 
 function applyZoom() {
