@@ -9,7 +9,7 @@ from inkgrade.review import serve
 
 @hydra_entry("review")
 def main(cfg):
-    return serve.run(cfg)["changes"]
+    return serve.run(cfg).get("changes")
 
 
 if __name__ == "__main__":

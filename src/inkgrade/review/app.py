@@ -29,6 +29,8 @@ import math
 import threading
 import warnings
 from collections import defaultdict
+from collections.abc import Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Annotated, Any, Literal
@@ -245,13 +247,20 @@ def _same(a: str, b: str) -> bool:
 
 
 def create_app(store: ExamStore, settings: ReviewSettings | None = None,
-               engine: SingleAnswerEngine | None = None) -> FastAPI:
+               engine: SingleAnswerEngine | None = None, on_stop: Callable[[], None] | None = None) -> FastAPI:
     """The app over an open store. ``engine`` grades the single-answer page's uploads (none: that page
-    answers 503)."""
+    answers 503); ``on_stop`` runs when the server shuts down."""
     settings = settings or ReviewSettings()
     score_empty_answers(store)
     service = ReviewService(store)
-    app = FastAPI(title="inkgrade review", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        yield
+        if on_stop is not None:
+            on_stop()
+
+    app = FastAPI(title="inkgrade review", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.service = service
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     exam_name = store.meta("exam_id") or store.exam_dir.resolve().name

@@ -54,19 +54,24 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if recorded.get("token"):
         recorded["token"] = "(set)"
     folder = start_run(hydra_output_dir(cfg.out_dir), recorded)
-    n_audit = len(store.audit())
     engine = SingleAnswerEngine(cfg)
     if cfg.warm_up:
         threading.Thread(target=engine.load, name="load-models", daemon=True).start()
     settings = ReviewSettings(token=token, reviewer=cfg.reviewer, max_upload_bytes=int(cfg.max_upload_mb * 2**20),
                               allowed_hosts=(*LOOPBACK_NAMES, str(cfg.host)))
-    app = create_app(store, settings, engine)
+    metrics: dict[str, Any] = {}
+
+    def finish() -> None:
+        # Runs inside the server's shutdown: uvicorn re-raises SIGTERM/SIGINT once it has stopped.
+        metrics["changes"] = len(store.audit()) - n_audit
+        metrics["questions"] = [{k: q[k] for k in ("question_id", "n_items", "n_done", "n_skipped", "n_unreviewed")}
+                                for q in app.state.service.questions()]
+        folder.finish(metrics)
+
+    app = create_app(store, settings, engine, on_stop=finish)
+    n_audit = len(store.audit())  # after the app scored empty answers: "changes" counts the reviewers' own
     log.info("review app for %s on http://%s:%d/%s", cfg.exam_dir, cfg.host, cfg.port,
              "?token=..." if token else "")
     uvicorn.run(app, host=str(cfg.host), port=int(cfg.port), log_level="info")
-    metrics = {"changes": len(store.audit()) - n_audit, "questions": [
-        {k: q[k] for k in ("question_id", "n_items", "n_done", "n_skipped", "n_unreviewed")}
-        for q in app.state.service.questions()]}
     store.close()
-    folder.finish(metrics)
     return metrics

@@ -3,6 +3,7 @@ Playwright without ``playwright install``) against the real server; the store is
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 
 from inkgrade.store import ExamStore
 
+REPO = Path(__file__).resolve().parents[3]
 CHROMIUM = Path("/usr/bin/chromium")
 # INKGRADE_REVIEW_SCREENSHOT=docs/review.png refreshes the README's picture of the review page.
 SCREENSHOT_ENV = "INKGRADE_REVIEW_SCREENSHOT"
@@ -93,6 +95,8 @@ def test_keyboard_pass_through_a_question(exam, tmp_path, browser_page, review_s
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+    # A stopped server finishes its run folder: what changed while it ran (seven saves, the refusal not among them).
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["changes"] == 7
 
     with ExamStore.open(exam_dir) as store:
         got = {i.student_id: (i.points, i.status) for i in store.items(question_id="Q1")}
@@ -104,3 +108,28 @@ def test_keyboard_pass_through_a_question(exam, tmp_path, browser_page, review_s
         assert all(i.status == "unreviewed" for i in store.items(question_id="Q2"))
     if os.environ.get(SCREENSHOT_ENV):
         shutil.copyfile(screenshot, os.environ[SCREENSHOT_ENV])
+
+
+@pytest.mark.slow
+def test_single_answer_page_in_the_browser(exam, tmp_path, browser_page, review_server):
+    """Upload through the page's own form: the first request loads the default recogniser and grader."""
+    import numpy as np
+    from playwright.sync_api import expect
+
+    from htr.synth.fonts import list_fonts
+    from inkgrade.review.benchmark import render_answer
+
+    font = next(f for f in list_fonts("heldout") if not f.uppercase_only)
+    text = "Plants take in carbon dioxide and water and use sunlight absorbed by chlorophyll to make glucose."
+    render_answer(text, font, np.random.default_rng(3)).save(tmp_path / "answer.png")
+    _, url = review_server(exam[0], tmp_path / "run")
+    page = browser_page
+    page.goto(url + "/single")
+    page.set_input_files("#image", str(tmp_path / "answer.png"))
+    page.set_input_files("#rubric", str(REPO / "src" / "grading" / "sample_exam" / "rubric.json"))
+    page.select_option("#question", "Q2")
+    page.click("#grade-button")
+    expect(page.locator("#result")).to_be_visible(timeout=300_000)
+    expect(page.locator("#r-transcription")).to_contain_text("carbon dioxide and water")
+    expect(page.locator("#r-matched")).to_contain_text("glucose is produced")
+    assert float(page.locator("#r-points").inner_text()) >= 2
