@@ -106,8 +106,13 @@ def file_url(path: str | None) -> str | None:
 def concept_list(entries: Any, labels: dict[str, str], spans: dict[str, str]) -> list[dict[str, str]]:
     out = []
     for entry in entries or []:
-        cid = entry["id"] if isinstance(entry, dict) else str(entry)
-        out.append({"id": cid, "label": labels.get(cid, cid), "span": spans.get(cid, "")})
+        if isinstance(entry, dict):
+            cid = str(entry["id"])
+            label, span = labels.get(cid, entry.get("label", cid)), spans.get(cid, entry.get("span", ""))
+        else:
+            cid = str(entry)
+            label, span = labels.get(cid, cid), spans.get(cid, "")
+        out.append({"id": cid, "label": label, "span": span})
     return out
 
 
