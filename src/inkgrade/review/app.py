@@ -121,12 +121,14 @@ def score_empty_answers(store: ExamStore) -> int:
     rows = store.conn.execute(
         "SELECT answer_id, version FROM items WHERE status = 'unreviewed' AND points IS NULL "
         "AND kind = 'answer' AND TRIM(transcription) = ''").fetchall()
+    scored = 0
     for row in rows:
         try:
             store.set_points(row["answer_id"], 0.0, row["version"], EMPTY_ANSWER_REVIEWER, status="auto")
+            scored += 1
         except StaleVersion:  # a reviewer got there first
             continue
-    return len(rows)
+    return scored
 
 
 class ReviewService:

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from inkgrade.review.app import ReviewSettings, create_app
+from inkgrade.review.app import ReviewSettings, create_app, score_empty_answers
 from inkgrade.store import ExamStore
 
 LOCAL = "http://127.0.0.1"
@@ -58,6 +58,7 @@ def test_empty_answers_score_zero_automatically(client, store):
     item = store.item("S06-Q3")
     assert (item.points, item.status) == (0.0, "auto")
     assert [(a["who"], a["new_points"]) for a in store.audit("S06-Q3")] == [("inkgrade (empty answer)", 0.0)]
+    assert score_empty_answers(store) == 0  # a restarted app scores nothing twice
 
 
 def test_review_saves_at_once_with_an_audit_row(client, store):
