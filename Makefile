@@ -1,10 +1,13 @@
 # make demo: install everything, then run the whole pipeline on the bundled sample exam.
+# make review: render the sample exam as one shuffled scanned PDF, grade it, and open the review app.
 # make test: install everything, then run the test suite (CPU, offline); make test-slow: the slow tier.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-slow lint clean-venv
+.PHONY: setup demo review test test-slow lint clean-venv
+
+REVIEW_DIR ?= outputs/review
 
 setup: $(STAMP)
 
@@ -17,6 +20,13 @@ $(STAMP): pyproject.toml constraints.txt
 demo: setup
 	$(PY) scripts/run_pipeline.py
 
+# Rerunning is safe: the scans are kept and grading resumes where it stopped.
+review: setup
+	test -f $(REVIEW_DIR)/scans/scans.pdf || $(PY) scripts/make_sample_scans.py out_dir=$(REVIEW_DIR)/scans
+	$(PY) scripts/grade_exam.py scans=$(REVIEW_DIR)/scans/scans.pdf template=$(REVIEW_DIR)/scans/template.json \
+		rubric=src/grading/sample_exam/rubric.json roster=$(REVIEW_DIR)/scans/roster.csv exam_dir=$(REVIEW_DIR)/exam
+	$(PY) scripts/review.py exam_dir=$(REVIEW_DIR)/exam
+
 test: setup
 	$(PY) -m pytest -q
 
@@ -24,7 +34,7 @@ test-slow: setup
 	$(PY) -m pytest -q -m slow
 
 lint: setup
-	$(VENV)/bin/ruff check src scripts tests data_prep
+	$(VENV)/bin/ruff check src scripts tests data_prep benchmarks
 
 clean-venv:
 	rm -rf $(VENV)
