@@ -45,7 +45,8 @@ from inkbase.errors import ConfigError
 log = logging.getLogger(__name__)
 
 Messages = list[dict[str, Any]]
-Request = tuple[Messages, type[BaseModel]]
+# (messages, reply model[, variant]): the variant (e.g. "run=2") keeps repeated askings apart in the cache.
+Request = tuple[Messages, type[BaseModel]] | tuple[Messages, type[BaseModel], str]
 
 # The SDK insists on a key; keyless local servers (vLLM, Ollama, llama.cpp) ignore whatever is sent.
 NO_KEY = "no-key"
@@ -170,11 +171,14 @@ class LLMClient:
             self._schemas[reply] = reply_schema(reply)
         return self._schemas[reply]
 
-    def cache_key(self, messages: Messages, reply: type[BaseModel]) -> str:
+    def cache_key(self, messages: Messages, reply: type[BaseModel], variant: str = "") -> str:
         s = self.settings
-        blob = json.dumps({"prompt_version": self.prompt_version, "base_url": s.base_url.rstrip("/"),
-                           "model": s.model, "temperature": s.temperature, "max_tokens": s.max_tokens,
-                           "messages": messages, "schema": self.schema(reply)}, sort_keys=True, ensure_ascii=False)
+        fields = {"prompt_version": self.prompt_version, "base_url": s.base_url.rstrip("/"), "model": s.model,
+                  "temperature": s.temperature, "max_tokens": s.max_tokens, "messages": messages,
+                  "schema": self.schema(reply)}
+        if variant:
+            fields["variant"] = variant
+        blob = json.dumps(fields, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
     def _sdk(self) -> openai.AsyncOpenAI:
@@ -209,10 +213,11 @@ class LLMClient:
         self.usage.cost_usd += cost
         return tokens, cost
 
-    async def achat(self, sdk: openai.AsyncOpenAI, messages: Messages, reply: type[BaseModel]) -> ChatReply:
+    async def achat(self, sdk: openai.AsyncOpenAI, messages: Messages, reply: type[BaseModel],
+                    variant: str = "") -> ChatReply:
         """One validated reply for ``messages`` (from the cache when there); ``sdk`` comes from ``_sdk``."""
         self.usage.calls += 1
-        key = self.cache_key(messages, reply)
+        key = self.cache_key(messages, reply, variant)
         if self.cache is not None:
             hit = self.cache.get(key)
             if hit is not None:
@@ -297,20 +302,20 @@ class LLMClient:
 
     async def achat_many(self, requests: Sequence[Request], progress: bool = False,
                          on_reply: Callable[[int, ChatReply], None] | None = None) -> list[ChatReply]:
-        """``achat`` for each (messages, reply model), at most ``concurrency`` in flight; results in input
-        order. ``on_reply(index, reply)`` runs as each reply arrives (in the event loop's thread)."""
+        """``achat`` for each (messages, reply model[, variant]), at most ``concurrency`` in flight; results in
+        input order. ``on_reply(index, reply)`` runs as each reply arrives (in the event loop's thread)."""
         limit = asyncio.Semaphore(self.settings.concurrency)
         bar = tqdm(total=len(requests), desc="llm", unit="req", disable=not progress)
         async with self._sdk() as sdk:
-            async def one(i: int, messages: Messages, reply: type[BaseModel]) -> ChatReply:
+            async def one(i: int, request: Request) -> ChatReply:
                 async with limit:
-                    result = await self.achat(sdk, messages, reply)
+                    result = await self.achat(sdk, *request)
                 if on_reply is not None:
                     on_reply(i, result)
                 bar.update(1)
                 return result
 
-            tasks = [asyncio.ensure_future(one(i, m, r)) for i, (m, r) in enumerate(requests)]
+            tasks = [asyncio.ensure_future(one(i, r)) for i, r in enumerate(requests)]
             try:
                 return list(await asyncio.gather(*tasks))
             except BaseException:
