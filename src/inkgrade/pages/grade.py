@@ -208,6 +208,7 @@ class PageGrader:
                 chunk = [j for j in jobs[start:start + size]
                          if any((j.page.key, r) not in done for r in range(1, self.runs + 1))]
                 built = [(j, self.messages(j)) for j in chunk]
+                bar.update(self.runs * sum(m is None for _, m in built))
                 for run in range(1, self.runs + 1):
                     batch = [(j, m) for j, m in built if m is not None and (j.page.key, run) not in done]
 
@@ -298,7 +299,7 @@ def write_store(exam_dir: Path, grades: list[dict], flag_rows: list[dict],
         for (sid, pid), by_run in points.items():
             q = parts[pid]
             mean = statistics.fmean(by_run.values())
-            ai = round(mean / q.granularity) * q.granularity
+            ai = math.floor(mean / q.granularity + 0.5) * q.granularity  # half up, not to even
             spread = max(by_run.values()) - min(by_run.values())
             review = [f for f in flags[(sid, pid)] if f.split(": ", 1)[1].startswith(REVIEW_FLAGS)]
             risk = 1.0 if review else min(1.0, spread / q.max_points)

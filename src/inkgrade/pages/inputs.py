@@ -204,7 +204,7 @@ class RubricSource:
 
     @property
     def parts(self) -> dict[str, Question]:
-        return self.rubric.by_id()
+        return self.rubric.by_id
 
 
 def load_rubric_source(rubric: str | Path, parts: str | Path | None, dpi: float) -> RubricSource:
@@ -241,7 +241,7 @@ class Template:
     regions: dict[str, list[dict[str, Any]]]
 
     def parts_on(self, index: int, rubric: Rubric) -> list[str]:
-        ids = rubric.by_id()
+        ids = rubric.by_id
         return [r["label"] for r in self.regions.get(str(index), []) if r["label"] in ids]
 
     def identity_boxes(self, index: int) -> list[dict[str, Any]]:
