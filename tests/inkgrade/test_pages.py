@@ -17,6 +17,7 @@ from inkbase.jsonio import read_jsonl
 from inkgrade.pages import grade
 from inkgrade.pages.inputs import Page, find_pages, load_page_template, page_bytes
 from inkgrade.pages.replay import ReplayServer, image_sha256
+from inkgrade.pages.replay import load_recorded as replay_load
 from inkgrade.store import ExamStore
 
 STUDENTS = ("ana-lima", "bo-chen")  # '-' is not a base64 character: an id cannot hide inside image data
@@ -246,3 +247,42 @@ def test_one_pdf_per_student_is_split_into_pages(tmp_path):
     image = Image.open(io.BytesIO(data))
     assert mime == "image/png" and image.size == (200, 200)
     assert page_bytes(Page("ana-lima", 1, tmp_path / "ana-lima.pdf", pdf_page=1), 72)[0] == data
+
+
+def test_recorded_reply_server_off_loopback_needs_a_token(tmp_path, monkeypatch):
+    from inkgrade.pages import replay
+
+    (tmp_path / "replies.jsonl").write_text(json.dumps({"image_sha256": "*", "replies": [reply(("A", 1))]}) + "\n")
+    monkeypatch.delenv("REPLAY_TOKEN", raising=False)
+    cfg = compose("serve_recorded_replies", [f"replies={tmp_path / 'replies.jsonl'}", "host=0.0.0.0",
+                                             "token_env=REPLAY_TOKEN", f"out_dir={tmp_path / 'run'}"])
+    with pytest.raises(ConfigError, match="token"):
+        replay.serve(cfg)
+
+
+@pytest.mark.slow  # renders a script (about 12 s); test_pages_graded_end_to_end covers grading itself
+def test_simulated_replies_reach_grades_csv_unchanged(tmp_path):
+    """The experiment's chain on one rendered script: the simulated awards come back as grades.csv rows."""
+    from inkgrade.pages import simulate
+
+    inputs = tmp_path / "inputs"
+    cfg = compose("simulate_page_grading", ["runs=2", "scripts.max_students=1", f"out_dir={inputs}"])
+    metrics = simulate.run(cfg)
+    assert metrics == {"students": 1, "pages": 2, "runs": 2, "simulated_replies": 4, "error_entries": 0,
+                       "human_rows": 5}
+    recorded_lines = read_jsonl(inputs / "recorded_replies.jsonl")
+    expected = {}
+    for line in recorded_lines:
+        for run, entry in enumerate(line["replies"], start=1):
+            for g in json.loads(entry["content"])["grades"]:
+                top = {"Q3": 3.0, "Q5": 3.0}.get(g["problem_part"], 4.0)
+                expected[(g["problem_part"], str(run))] = min(g["awarded_points"], top)
+    with ReplayServer(replay_load(inputs / "recorded_replies.jsonl")) as srv:
+        grade.run(compose("grade_pages", [f"pages={inputs / 'pages'}", f"template={inputs / 'template.json'}",
+                                          f"rubric={cfg.exam.rubric}", "llm=vllm", f"llm.base_url={srv.base_url}",
+                                          "llm.model=recorded", "runs=2", f"paths.cache_dir={tmp_path / 'cache'}",
+                                          f"out_dir={tmp_path / 'grade'}"]))
+    got = {(r["item_id"], r["run"]): float(r["points"]) for r in rows(tmp_path / "grade" / "grades.csv")}
+    assert got == expected and len(got) == 10
+    human = rows(inputs / "human.csv")
+    assert [r["item_id"] for r in human] == ["Q1", "Q2", "Q3", "Q4", "Q5"] and human[0]["student_id"] == "S01"
