@@ -59,6 +59,7 @@ def exam(tmp_path):
         for k in range(2):
             page_image(10 * s + k).save(pages / f"{sid}_p{k}.png")
     (pages / "cy-dorn_p0.png").write_text("this is not an image")
+    page_image(99).save(pages / "bo-chen_p2.png")  # a page the template does not have
     (tmp_path / "rubric.json").write_text(json.dumps(RUBRIC))
     (tmp_path / "template.json").write_text(json.dumps(TEMPLATE))
     return tmp_path
@@ -123,8 +124,9 @@ def test_pages_graded_end_to_end(exam):
             ("ana-lima", "1", "retried"), ("bo-chen", "1", "no_part"), ("bo-chen", "1", "missing:A"),
             ("bo-chen", "1", "missing:B"), ("bo-chen", "2", "unknown_part:Z"),
             ("bo-chen", "2", "missing:A")} <= flags
-    bad = [r for r in rows(out / "flags.csv") if r["flag"].startswith("bad_input")]
-    assert len(bad) == 1 and bad[0]["source"].endswith("cy-dorn_p0.png") and "not an image" in bad[0]["flag"]
+    bad = sorted((r for r in rows(out / "flags.csv") if r["flag"].startswith("bad_input")), key=lambda r: r["source"])
+    assert len(bad) == 2 and bad[1]["source"].endswith("cy-dorn_p0.png") and "not an image" in bad[1]["flag"]
+    assert bad[0]["source"].endswith("bo-chen_p2.png") and "not in template" in bad[0]["flag"]
     assert not any(f[0] == "bo-chen" and f[2].startswith("missing:C") for f in flags)
 
     replies = read_jsonl(out / "replies.jsonl")
@@ -134,7 +136,7 @@ def test_pages_graded_end_to_end(exam):
     assert ana0["prompt_tokens"] == 1000 and json.loads(ana0["raw_reply"])["grades"][0]["awarded_points"] == 2
     assert metrics["per_run"]["1"]["prompt_tokens"] == 4000 and metrics["per_run"]["2"]["pages_graded"] == 4
     assert metrics["llm_usage"]["requests"] == 10 and metrics["complete"] is True  # 8 replies + 429 + malformed
-    assert metrics["bad_inputs"] == 1 and metrics["flags"]["clamped"] == 2
+    assert metrics["bad_inputs"] == 2 and metrics["flags"]["clamped"] == 2
 
     # Pseudonymised: no student id in anything sent, the page is labelled by pseudonym, the NAME box blanked.
     pseudonyms = {r["student_id"]: r["pseudonym"] for r in rows(out / "pseudonyms.csv")}

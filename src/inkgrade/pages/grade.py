@@ -18,8 +18,10 @@ Run folder:
 
 Flags: ``clamped`` (points above the maximum or below 0, set to the bound), ``unknown_part`` (not in the
 rubric), ``off_page`` (in the rubric but not on this page by the template), ``missing`` (expected and not
-graded), ``no_part`` (a reply naming no part), ``several_pages`` (one part graded on several pages: the most
-points count), ``retried``, ``llm_failed``, and ``bad_input`` (a file that is not a usable page).
+graded), ``no_part`` (a reply naming no part), ``duplicate_part`` (named twice in one reply: the first
+counts), ``several_pages`` (one part graded on several pages: the most points count), ``retried``,
+``llm_failed``, and ``bad_input`` (a file that is not a usable page, or a page the template or the rubric
+pages do not have).
 
 Student ids never leave the machine: the page is labelled with a stable pseudonym (an HMAC of the id with a
 salt kept in ``paths.cache_dir``), and with a template the identity boxes (NAME, ID, CLASS) are blanked
@@ -152,6 +154,10 @@ class PageGrader:
                     continue
                 rubric_image = self.rubric.page_images[page.index]
             if self.template is not None:
+                if str(page.index) not in self.template.regions:
+                    self.problems.append(Problem(page.source, f"page {page.index} is not in template "
+                                                              f"{self.template.path}", page.student_id, page.index))
+                    continue
                 expected = self.template.parts_on(page.index, self.rubric.rubric)
                 if not expected:
                     continue  # the template puts no rubric part on this page
