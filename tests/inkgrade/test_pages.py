@@ -7,6 +7,7 @@ import base64
 import csv
 import io
 import json
+import random
 
 import pytest
 from PIL import Image, ImageDraw
@@ -38,8 +39,9 @@ def page_image(seed: int) -> Image.Image:
     im = Image.new("L", (200, 200), 255)
     draw = ImageDraw.Draw(im)
     draw.rectangle([12, 12, 120, 38], fill=0)  # "the name", inside the NAME box
-    for k in range(8):
-        draw.line([(20, 70 + 12 * k), (40 + 17 * ((seed * 7 + k) % 9), 70 + 12 * k)], fill=0, width=2)
+    lengths = random.Random(seed).choices(range(20, 170), k=8)  # "handwriting": different on every page
+    for k, length in enumerate(lengths):
+        draw.line([(20, 70 + 12 * k), (20 + length, 70 + 12 * k)], fill=0, width=2)
     return im
 
 
@@ -288,3 +290,28 @@ def test_simulated_replies_reach_grades_csv_unchanged(tmp_path):
     assert got == expected and len(got) == 10
     human = rows(inputs / "human.csv")
     assert [r["item_id"] for r in human] == ["Q1", "Q2", "Q3", "Q4", "Q5"] and human[0]["student_id"] == "S01"
+
+
+def test_without_a_template_every_page_gets_the_whole_rubric(exam):
+    found = {p.key: p for p in find_pages(exam / "pages", 150).pages}
+    key = {k: image_sha256(*page_bytes(p, 150)) for k, p in found.items() if p.student_id in STUDENTS}
+    replies = {key["ana-lima:p0"]: [reply(("A", 2), ("B", 3))],
+               key["ana-lima:p1"]: [reply(("C", 1), ("A", 1))],  # A again on the second page
+               key["bo-chen:p0"]: [reply(("A", 1.5))],
+               key["bo-chen:p1"]: [reply(("C", 0.5))],
+               key["bo-chen:p2"]: [reply()]}
+    with ReplayServer(replies) as srv:
+        cfg = compose("grade_pages", [f"pages={exam / 'pages'}", f"rubric={exam / 'rubric.json'}", "llm=vllm",
+                                      f"llm.base_url={srv.base_url}", "llm.model=m", "runs=1",
+                                      f"paths.cache_dir={exam / 'cache'}", f"out_dir={exam / 'run'}"])
+        grade.run(cfg)
+        texts = [json.loads(b)["messages"][-1]["content"][0]["text"] for b in srv.recorded.bodies]
+    assert len(texts) == 5 and all("Part A" in t and "Part B" in t and "Part C" in t for t in texts)
+    points = {(r["student_id"], r["item_id"]): float(r["points"]) for r in rows(exam / "run" / "grades.csv")}
+    assert points[("ana-lima", "A")] == 2.0 and points[("ana-lima", "B")] == 3.0 and points[("ana-lima", "C")] == 1.0
+    assert points[("bo-chen", "A")] == 1.5 and points[("bo-chen", "B")] == 0.0 and points[("bo-chen", "C")] == 0.5
+    flags = {(r["student_id"], r["item_id"], r["flag"]) for r in rows(exam / "run" / "flags.csv")}
+    # Parts a page leaves out are not missing; a part no page of the student graded is.
+    assert ("bo-chen", "B", "missing:B") in flags and ("ana-lima", "A", "several_pages:A") in flags
+    assert ("bo-chen", "", "no_part") in flags
+    assert not any(f[2].startswith("missing") for f in flags if f[0] == "ana-lima")
