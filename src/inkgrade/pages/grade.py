@@ -1,4 +1,4 @@
-"""Grade whole handwritten pages with a vision model (seed 001): ``scripts/grade_pages.py``.
+"""Grade whole handwritten pages with a vision model (Cvengros & Kortemeyer): ``scripts/grade_pages.py``.
 
 Each student page goes to an OpenAI-compatible endpoint with its rubric: the rubric page image of the same
 number (rubric PDF/folder), or the rubric as text (rubric.json: the parts the template puts on that page, or

@@ -1,7 +1,7 @@
-"""The page-grading prompt (seed 001: a page image and its rubric, one JSON reply per page) and its reply.
+"""The page-grading prompt (Cvengros & Kortemeyer: a page image and its rubric, one JSON reply per page) and its reply.
 
 The model lists the parts it found on the page as ``{problem_part, awarded_points, explanation}``. A bare
-JSON array (seed 001's format) is accepted as well as the ``{"grades": [...]}`` object that strict JSON-schema
+JSON array (Cvengros & Kortemeyer's format) is accepted as well as the ``{"grades": [...]}`` object that strict JSON-schema
 output needs. With ``transcribe_first`` the model first writes down the handwriting (``transcription``), as
 PrairieLearn's production grader asks. ``PROMPT_VERSION`` is part of the reply-cache key.
 """

@@ -6,7 +6,7 @@
    awards each part on the page its reference points, or (deterministically, per student, part and run) the
    reference plus noise, sometimes one step over the maximum; some pages get a 429 or malformed JSON first.
    **These replies are simulated, not a model's grading**: they exercise grading's plumbing (retries,
-   clamping, runs, resume) and the seed-001 analysis on known numbers.
+   clamping, runs, resume) and the Cvengros & Kortemeyer analysis on known numbers.
 3. ``human.csv``: the sample exam's reference points in the long format (``analyze_grades.py human=``).
 
 Each page is keyed by the hash of its image exactly as ``grade_pages`` sends it (identity boxes blanked), so
