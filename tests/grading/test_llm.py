@@ -15,7 +15,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from grading.graders.llm import LLMGrader
-from grading.llm import GRADE_SCHEMA, PROMPT_VERSION, LLMClient, grade_messages, image_part, load_settings
+from grading.llm import (
+    GRADE_SCHEMA,
+    PROMPT_VERSION,
+    GradeReply,
+    LLMClient,
+    grade_messages,
+    image_part,
+    load_settings,
+)
 from grading.rubric import Answer, Question
 from inkbase.errors import ConfigError
 
@@ -30,6 +38,8 @@ class FakeServer:
         self.max_in_flight = 0
         self.bodies: list[dict] = []
         self.headers: list[dict] = []
+        self.paths: list[str] = []
+        self.times: dict[str, list[float]] = {}
         self.reject_json_schema = reject_json_schema
         self.status = status
         self.lock = threading.Lock()
@@ -46,7 +56,8 @@ class FakeServer:
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
                     server.bodies.append(body)
-                    server.headers.append(dict(self.headers))
+                    server.headers.append({k.lower(): v for k, v in self.headers.items()})  # names are case-insensitive
+                    server.paths.append(self.path)
                 try:
                     server.respond(self, body)
                 finally:
@@ -73,6 +84,7 @@ class FakeServer:
         with self.lock:
             self.attempts[case] += 1
             attempt = self.attempts[case]
+            self.times.setdefault(case, []).append(time.monotonic())
         if case == "rate-limited" and attempt == 1:
             return self.send(handler, 429, {"error": "slow down"}, {"Retry-After": "0.05"})
         if case == "server-error" and attempt == 1:
@@ -122,7 +134,7 @@ def settings(base_url: str, **over) -> dict:
     cfg = {"provider": "test", "base_url": base_url, "model": "test-model", "api_key_env": "INKGRADE_TEST_KEY",
            "api_key_required": False, "auth": "bearer", "headers": {"X-Extra": "1"}, "query": {},
            "response_format": "json_schema", "temperature": 0.0, "max_tokens": 200, "timeout_s": 0.4,
-           "max_retries": 3, "backoff_s": 0.01, "backoff_max_s": 0.1, "concurrency": 4,
+           "max_retries": 3, "concurrency": 4,
            "price_in_per_1k": 0.5, "price_out_per_1k": 2.0, "cache": True}
     cfg.update(over)
     return cfg
@@ -154,7 +166,7 @@ def test_good_reply_scores_mean_of_coherence_and_correctness(tmp_path):
     assert body["model"] == "test-model"
     assert body["response_format"]["type"] == "json_schema"
     assert body["response_format"]["json_schema"]["schema"] == GRADE_SCHEMA
-    assert srv.headers[0]["X-Extra"] == "1"
+    assert srv.headers[0]["x-extra"] == "1"
 
 
 @pytest.mark.parametrize("case", ["rate-limited", "server-error", "slow", "malformed"])
@@ -171,13 +183,13 @@ def test_transient_failures_are_retried_then_succeed(tmp_path, case):
 
 
 def test_retry_after_is_honoured(tmp_path):
-    waits = []
+    # The SDK's own backoff before a first retry is 0.375-0.5 s; Retry-After asks for 0.05 s.
     with FakeServer() as srv:
-        client = LLMClient(load_settings(settings(srv.base_url, backoff_s=0.0)), tmp_path, PROMPT_VERSION,
-                           sleep=waits.append)
-        reply = client.chat(grade_messages(QUESTION, "rate-limited"), GRADE_SCHEMA)
-    assert reply.ok
-    assert waits == [pytest.approx(0.05)]
+        client = LLMClient(load_settings(settings(srv.base_url)), tmp_path, PROMPT_VERSION)
+        reply = client.chat(grade_messages(QUESTION, "rate-limited"), GradeReply)
+    assert reply.ok and reply.retried and reply.requests == 2
+    first, second = srv.times["rate-limited"]
+    assert 0.05 <= second - first < 0.3
 
 
 def test_out_of_range_scores_are_clamped_and_flagged(tmp_path):
@@ -238,11 +250,11 @@ def test_cache_makes_rerun_free_and_usage_is_counted(tmp_path):
 def test_cache_key_depends_on_model_and_prompt_version(tmp_path):
     s = load_settings(settings("http://127.0.0.1:9/v1"))
     msgs = grade_messages(QUESTION, "x")
-    a = LLMClient(s, tmp_path, "v1").cache_key(msgs, GRADE_SCHEMA)
-    assert a == LLMClient(s, tmp_path, "v1").cache_key(msgs, GRADE_SCHEMA)
-    assert a != LLMClient(s, tmp_path, "v2").cache_key(msgs, GRADE_SCHEMA)
+    a = LLMClient(s, tmp_path, "v1").cache_key(msgs, GradeReply)
+    assert a == LLMClient(s, tmp_path, "v1").cache_key(msgs, GradeReply)
+    assert a != LLMClient(s, tmp_path, "v2").cache_key(msgs, GradeReply)
     other = load_settings(settings("http://127.0.0.1:9/v1", model="other"))
-    assert a != LLMClient(other, tmp_path, "v1").cache_key(msgs, GRADE_SCHEMA)
+    assert a != LLMClient(other, tmp_path, "v1").cache_key(msgs, GradeReply)
 
 
 def test_server_without_json_schema_falls_back_to_json_object(tmp_path):
@@ -270,7 +282,7 @@ def test_key_is_sent_and_rejected_key_is_a_config_error(monkeypatch, tmp_path):
         g = grader(srv.base_url, tmp_path, api_key_required=True)
         with pytest.raises(ConfigError, match="INKGRADE_TEST_KEY"):
             g.grade(QUESTION, answers("good"))
-    assert srv.headers[0]["Authorization"] == "Bearer sk-test"
+    assert srv.headers[0]["authorization"] == "Bearer sk-test"
 
 
 def test_unreachable_server_stops_the_run_after_a_streak(tmp_path):
@@ -293,7 +305,7 @@ def test_vision_message_is_sent_as_a_data_uri(tmp_path):
     with FakeServer() as srv:
         client = LLMClient(load_settings(settings(srv.base_url)), tmp_path, PROMPT_VERSION)
         msgs = [{"role": "user", "content": [{"type": "text", "text": "Student answer: good"}, part]}]
-        reply = client.chat(msgs, GRADE_SCHEMA)
+        reply = client.chat(msgs, GradeReply)
     assert reply.ok and srv.bodies[0]["messages"][0]["content"][1] == part
 
 
@@ -320,3 +332,26 @@ def test_grade_entry_point_records_usage_and_resumes_from_cache(tmp_path):
     rows = [json.loads(x) for x in (tmp_path / "run1" / "scores.jsonl").read_text().splitlines()]
     assert [r["points"] for r in rows] == [1.5, 1.5, 1.0]
     assert rows[2]["flags"] and rows[2]["needs_review"]
+
+
+@pytest.mark.parametrize("name", ["openai", "azure", "gemini", "vllm", "ollama", "llamacpp"])
+def test_every_provider_config_reaches_an_openai_compatible_server(monkeypatch, tmp_path, name):
+    from inkbase.cli import compose
+
+    for var in ("OPENAI_API_KEY", "AZURE_OPENAI_API_KEY", "GEMINI_API_KEY"):
+        monkeypatch.setenv(var, f"key-{var}")
+    monkeypatch.delenv("VLLM_API_KEY", raising=False)
+    with FakeServer() as srv:
+        base = srv.base_url + ("/openai/deployments/dep" if name == "azure" else "")
+        cfg = compose("grade", ["grader=llm", f"llm={name}", f"llm.base_url={base}", "llm.model=m"])
+        client = LLMClient(load_settings(cfg.llm), tmp_path, PROMPT_VERSION)
+        reply = client.chat(grade_messages(QUESTION, "good"), GradeReply)
+    assert reply.ok and reply.data == GOOD
+    path, headers = srv.paths[0], srv.headers[0]
+    if name == "azure":
+        assert path == "/v1/openai/deployments/dep/chat/completions?api-version=2024-10-21"
+        assert headers["api-key"] == "key-AZURE_OPENAI_API_KEY" and "authorization" not in headers
+    else:
+        assert path == "/v1/chat/completions"
+        expected = {"openai": "key-OPENAI_API_KEY", "gemini": "key-GEMINI_API_KEY"}.get(name, "no-key")
+        assert headers["authorization"] == f"Bearer {expected}"

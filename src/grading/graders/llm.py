@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from grading.graders.base import Grader, GradeResult
-from grading.llm import GRADE_SCHEMA, PROMPT_VERSION, LLMClient, grade_messages, load_settings, validate_grade
+from grading.llm import PROMPT_VERSION, GradeReply, LLMClient, grade_messages, load_settings, validate_grade
 from grading.rubric import Answer, Question
 from grading.scoring import to_points
 from inkbase.errors import ConfigError, check_range
@@ -39,8 +39,8 @@ class LLMGrader(Grader):
 
     def grade(self, question: Question, answers: list[Answer]) -> list[GradeResult]:
         todo = [i for i, a in enumerate(answers) if a.text.strip()]
-        replies = self.client.chat_many([(grade_messages(question, answers[i].text), GRADE_SCHEMA) for i in todo],
-                                        schema_name="grade", progress=self.progress)
+        replies = self.client.chat_many([(grade_messages(question, answers[i].text), GradeReply) for i in todo],
+                                        progress=self.progress)
         self._check_streak(replies)
         by_index = dict(zip(todo, replies, strict=True))
         results = []

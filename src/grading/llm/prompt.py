@@ -1,6 +1,6 @@
 """The grading prompt (seed 003's LLM reasoning module) and the validation of its reply.
 
-The model returns ``{coherence, correctness, justification}`` with both scores in [0, 1];
+The model returns ``{coherence, correctness, justification}`` (:class:`GradeReply`) with both scores in [0, 1];
 S_LLM is their mean. Scores outside [0, 1] are clamped and flagged (seed 001 saw over-max and
 negative points from its model). ``PROMPT_VERSION`` is part of the reply-cache key: change it
 whenever the wording or the schema changes, so old replies are not reused for a new prompt.
@@ -11,22 +11,27 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
+from grading.llm.client import reply_schema
 from grading.rubric import Question
 
 PROMPT_VERSION = "grade-v1"
 
-# No "minimum"/"maximum" here: several servers' strict modes reject them; the range is in the
-# instructions and enforced by clamping.
-GRADE_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "coherence": {"type": "number"},
-        "correctness": {"type": "number"},
-        "justification": {"type": "string"},
-    },
-    "required": ["coherence", "correctness", "justification"],
-    "additionalProperties": False,
-}
+
+# No bounds on the scores: several servers' strict modes reject "minimum"/"maximum"; the range is in the
+# instructions and enforced by clamping (validate_grade).
+class GradeReply(BaseModel):
+    """Scores of one answer."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    coherence: float = Field(strict=True, allow_inf_nan=False)
+    correctness: float = Field(strict=True, allow_inf_nan=False)
+    justification: str
+
+
+GRADE_SCHEMA: dict[str, Any] = reply_schema(GradeReply)
 
 SYSTEM = (
     "You grade students' short answers against an instructor's rubric. Judge two things, each as a "

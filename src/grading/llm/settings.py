@@ -22,7 +22,8 @@ class LLMSettings(BaseModel):
     # Name of the environment variable holding the key (never the key itself, so configs can be committed).
     api_key_env: str | None
     api_key_required: bool
-    # bearer: "Authorization: Bearer <key>" (OpenAI, Gemini, vLLM, ...); api-key: Azure's "api-key: <key>".
+    # bearer: "Authorization: Bearer <key>" (OpenAI, Gemini, vLLM, ...); api-key: Azure's "api-key: <key>"
+    # (the SDK's Azure client, which takes the API version from query["api-version"]).
     auth: Literal["bearer", "api-key"]
     headers: dict[str, str]
     query: dict[str, str]
@@ -32,9 +33,9 @@ class LLMSettings(BaseModel):
     temperature: float = Field(ge=0, le=2)
     max_tokens: int = Field(gt=0)
     timeout_s: float = Field(gt=0)
+    # The SDK's retries (429, 5xx, timeouts, dropped connections; exponential backoff, Retry-After honoured),
+    # and as many new tries for a reply that does not validate.
     max_retries: int = Field(ge=0, le=20)
-    backoff_s: float = Field(ge=0)
-    backoff_max_s: float = Field(ge=0)
     concurrency: int = Field(ge=1, le=256)
     price_in_per_1k: float = Field(ge=0)
     price_out_per_1k: float = Field(ge=0)
@@ -51,12 +52,6 @@ class LLMSettings(BaseModel):
             raise ConfigError("llm.api_key_env", f"environment variable {self.api_key_env} is not set "
                                                  f"(the {self.provider} endpoint needs an API key)")
         return key or None
-
-    def auth_headers(self) -> dict[str, str]:
-        key = self.api_key()
-        if key is None:
-            return {}
-        return {"Authorization": f"Bearer {key}"} if self.auth == "bearer" else {"api-key": key}
 
 
 def load_settings(cfg: DictConfig | dict | LLMSettings) -> LLMSettings:
