@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 
-from htr.speed import recognizer_bench
+from benchmarks import recognizers
 from inkbase.cli import compose
 
 
 def test_recognizer_benchmark_writes_rows_and_results(tmp_path):
     cfg = compose("benchmark_recognizers", [f"out_dir={tmp_path / 'run'}", "lines=3", "repeats=1", "baselines=false",
                                             "batch_size=2", "num_beams=2"])
-    result = recognizer_bench.run(cfg)
+    result = recognizers.run(cfg)
     names = [r["recognizer"] for r in result["rows"]]
     assert names == ["naive", "ours_single", "ours"]
     naive, single = result["rows"][0], result["rows"][1]

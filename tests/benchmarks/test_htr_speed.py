@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from htr.speed import benchmark
+from benchmarks.htr_speed import benchmark
 from inkbase.cli import compose
 from inkbase.errors import ConfigError
 
