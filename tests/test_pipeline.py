@@ -26,7 +26,7 @@ def test_pipeline_two_scripts(tmp_path):
     labels = {r["label"] for regions in template.values() for r in regions}
     assert {"NAME", "ID", "CLASS", "Q1", "Q2", "Q3", "Q4", "Q5"} <= labels
     # Recognition must actually read the handwriting: most characters right on held-out hands.
-    assert metrics["answer_cer"] < 0.5
+    assert metrics["answer_cer"] < 0.05  # 0.0186 when written
     scores = read_jsonl(out / "scores.jsonl")
     assert len(scores) == 10 and all(0 <= s["points"] <= s["max_points"] for s in scores)
     transcripts = read_jsonl(out / "transcriptions.jsonl")
