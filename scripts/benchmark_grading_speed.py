@@ -3,13 +3,13 @@
 python scripts/benchmark_grading_speed.py [n_answers=2000] [threads=2] [profile=true]
 """
 
-from grading import speed
+from benchmarks import grading_speed
 from inkbase.cli import hydra_entry
 
 
 @hydra_entry("benchmark_grading_speed")
 def main(cfg):
-    return speed.run(cfg)["passes"]["ours_warm"]["answers_per_s"]
+    return grading_speed.run(cfg)["passes"]["ours_warm"]["answers_per_s"]
 
 
 if __name__ == "__main__":

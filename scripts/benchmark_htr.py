@@ -3,7 +3,7 @@
 python scripts/benchmark_htr.py [device=cpu model.size=tiny ...]
 """
 
-from htr.speed import benchmark
+from benchmarks.htr_speed import benchmark
 from inkbase.cli import hydra_entry
 
 

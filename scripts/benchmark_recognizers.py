@@ -3,13 +3,13 @@
 python scripts/benchmark_recognizers.py [model_dir=<dir>] [lines=64] [threads=2] [out_dir=<dir>]
 """
 
-from htr.speed import recognizer_bench
+from benchmarks import recognizers
 from inkbase.cli import hydra_entry
 
 
 @hydra_entry("benchmark_recognizers")
 def main(cfg):
-    return recognizer_bench.run(cfg)["speedup_ours_vs_naive"]
+    return recognizers.run(cfg)["speedup_ours_vs_naive"]
 
 
 if __name__ == "__main__":

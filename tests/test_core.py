@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
-import subprocess
+import runpy
 import sys
 from pathlib import Path
 
@@ -126,12 +126,20 @@ def test_jsonl_appender_drops_a_torn_last_line(tmp_path):
     assert read_jsonl(path) == [{"a": 1}, {"a": 3}]
 
 
-def run_grade(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "scripts" / "grade.py"), *args], capture_output=True,
-                          text=True, timeout=300, cwd=REPO)
+def run_grade(monkeypatch, capsys, *args: str) -> tuple[int, str]:
+    """``scripts/grade.py`` with these arguments in this process (Hydra and the error handling as on the
+    command line, without starting a new interpreter); returns the exit status and stderr."""
+    monkeypatch.setattr(sys, "argv", ["grade.py", *args])
+    capsys.readouterr()
+    try:
+        runpy.run_path(str(REPO / "scripts" / "grade.py"), run_name="__main__")
+        status = 0
+    except SystemExit as exit_:
+        status = exit_.code
+    return status, capsys.readouterr().err
 
 
-def test_grade_script_end_to_end_and_bad_input(tmp_path):
+def test_grade_script_end_to_end_and_bad_input(tmp_path, monkeypatch, capsys):
     rubric = write(tmp_path, "rubric.json", RUBRIC)
     answers = tmp_path / "answers.jsonl"
     answers.write_text("\n".join(json.dumps(a) for a in [
@@ -140,9 +148,9 @@ def test_grade_script_end_to_end_and_bad_input(tmp_path):
         {"answer_id": "a3", "question_id": "q1", "text": "The hammer is heavier so it lands first."},
     ]) + "\n")
     out = tmp_path / "out"
-    res = run_grade(f"rubric={rubric}", f"answers={answers}", "grader=similarity", f"out_dir={out}",
-                    f"paths.cache_dir={tmp_path / 'cache'}")
-    assert res.returncode == 0, res.stderr
+    status, err = run_grade(monkeypatch, capsys, f"rubric={rubric}", f"answers={answers}", "grader=similarity",
+                            f"out_dir={out}", f"paths.cache_dir={tmp_path / 'cache'}")
+    assert status == 0, err
     rows = read_jsonl(out / "scores.jsonl")
     assert [r["answer_id"] for r in rows] == ["a1", "a2", "a3"]
     for r in rows:
@@ -152,14 +160,14 @@ def test_grade_script_end_to_end_and_bad_input(tmp_path):
     assert rows[0]["points"] > rows[2]["points"]
     assert json.loads((out / "metrics.json").read_text())["n_answers"] == 3
     # a finished run folder is never overwritten
-    res = run_grade(f"rubric={rubric}", f"answers={answers}", f"out_dir={out}")
-    assert res.returncode == 2 and "finished run" in res.stderr
+    status, err = run_grade(monkeypatch, capsys, f"rubric={rubric}", f"answers={answers}", f"out_dir={out}")
+    assert status == 2 and "finished run" in err
     # malformed rubric: one line naming file and field, no traceback
     bad = write(tmp_path, "bad.json", mutated(lambda d: d["questions"][0]["concepts"][1].update(weight=-2)))
-    res = run_grade(f"rubric={bad}", f"answers={answers}", f"out_dir={tmp_path / 'o2'}")
-    assert res.returncode == 2
-    assert "Traceback" not in res.stderr
-    assert f"{bad}: questions[0].concepts[1].weight" in res.stderr
+    status, err = run_grade(monkeypatch, capsys, f"rubric={bad}", f"answers={answers}", f"out_dir={tmp_path / 'o2'}")
+    assert status == 2
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith(f"error: {bad}: questions[0].concepts[1].weight")
 
 
 def test_interrupted_grading_resumes(tmp_path):

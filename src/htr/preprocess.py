@@ -29,9 +29,9 @@ class PreprocessConfig:
     clahe: bool = True
     clahe_clip: float = 2.0
     clahe_tiles: int = 8
-    upscale: bool = True
+    upscale: bool = False  # the recogniser resizes lines to its own height: upscaling adds work, no detail
     upscale_factor: float = 2.0  # bicubic
-    sharpen: bool = True
+    sharpen: bool = False
     sharpen_amount: float = 1.0  # weight of the Laplacian added back (1.0 = the classic 3x3 kernel)
 
     def __post_init__(self) -> None:

@@ -72,4 +72,4 @@ def test_handwrite_answers_script(tmp_path, data_dir):
     rows = [json.loads(line) for line in (out / "transcriptions.jsonl").read_text().splitlines()]
     assert len(rows) == 4 and all(r["n_lines"] >= 1 for r in rows)
     metrics = json.loads((out / "metrics.json").read_text())
-    assert 0 <= metrics["cer"] < 0.5
+    assert metrics["cer"] < 0.05  # RapidOCR on the rendered answers: 0.0052 when written

@@ -210,4 +210,5 @@ def test_onnxruntime_inference_uses_the_current_weights():
 def test_ctc_manifest_training_skips_and_names_bad_images(train_on_bad_manifest):
     metrics, skipped = train_on_bad_manifest([*TINY_CRNN, *TINY_TRAINER])
     assert skipped == {"bad.png"}
-    assert metrics["steps"] == 1 and 0 <= metrics["val_cer"]  # 3 readable lines, batch 4: one step
+    # 3 readable lines, batch 4: one step, after which the tiny CRNN still emits only blanks (CER 1).
+    assert metrics["steps"] == 1 and metrics["val_cer"] == 1.0

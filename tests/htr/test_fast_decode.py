@@ -8,8 +8,8 @@ import pytest
 import torch
 from transformers.modeling_outputs import BaseModelOutput
 
+from benchmarks.htr_speed.models import build_trocr, random_pixels
 from htr.fast_decode import FastDecoder, fast_generate, resolve_settings, trim_generated
-from htr.speed.models import build_trocr, random_pixels
 
 EOS = (2,)
 

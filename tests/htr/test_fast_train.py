@@ -5,6 +5,7 @@ import copy
 import pytest
 import torch
 
+from benchmarks.htr_speed.models import build_trocr
 from htr.fast_train import (
     PaddedOutputProjection,
     pad_output_projection,
@@ -12,7 +13,6 @@ from htr.fast_train import (
     sdpa_decoder_attention,
     speed_up_training,
 )
-from htr.speed.models import build_trocr
 
 
 @pytest.fixture()

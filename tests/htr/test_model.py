@@ -94,7 +94,7 @@ def test_vit_char_build_save_reload_round_trip(tmp_path):
         b = again.model(pixel_values=again.pixel_values(images), labels=labels).logits
     assert torch.allclose(a, b, atol=2e-2)
     texts = again.transcribe(images, num_beams=2)
-    assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
+    assert len(texts) == 2 and texts == again.transcribe(images, num_beams=2, fast=False)  # fast path == generate
     # The folder also loads with plain transformers classes.
     VisionEncoderDecoderModel.from_pretrained(out)
     assert len(AutoTokenizer.from_pretrained(out)) == len(bundle.tokenizer)

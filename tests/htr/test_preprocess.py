@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
+from benchmarks.segmentation import make_cases
 from htr.preprocess import PreprocessConfig, estimate_skew, preprocess, rotate
 from htr.synth.fonts import list_fonts
-from htr.synth.segment_eval import make_cases
+from inkbase.cli import compose
 from inkbase.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "preprocess"
@@ -43,12 +44,12 @@ def test_preprocess_switches(paragraphs):
     img = paragraphs[0].image
     out, scale = preprocess(img, PreprocessConfig(deskew=False, clahe=False, upscale=False, sharpen=False))
     assert scale == 1.0 and np.array_equal(out, img)
-    out, scale = preprocess(img, PreprocessConfig(deskew=False, clahe=False, sharpen=False, upscale_factor=2.0))
+    out, scale = preprocess(img, PreprocessConfig(deskew=False, clahe=False, upscale=True, upscale_factor=2.0))
     assert scale == 2.0 and out.shape == (img.shape[0] * 2, img.shape[1] * 2)
     faint = (img.astype(np.float32) * 0.25 + 150).astype(np.uint8)
     out, _ = preprocess(faint, PreprocessConfig(deskew=False, upscale=False, sharpen=False))
     assert out.std() > 1.5 * faint.std()  # CLAHE stretches the contrast
-    out, _ = preprocess(img, PreprocessConfig(deskew=False, clahe=False, upscale=False))
+    out, _ = preprocess(img, PreprocessConfig(deskew=False, clahe=False, sharpen=True))
     assert cv2.Laplacian(out, cv2.CV_64F).var() > cv2.Laplacian(img, cv2.CV_64F).var()
     colour = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
     out, _ = preprocess(colour, PreprocessConfig(deskew=False, clahe=False, upscale=False, sharpen=False))
@@ -63,12 +64,14 @@ def test_preprocess_deskews_and_reports_the_angle(paragraphs):
     assert abs(estimate_skew(out)) < 1.0
 
 
-@pytest.mark.parametrize("name", ["default", "lanke", "none"])
-def test_config_files_load(name):
-    cfg = PreprocessConfig.from_dict(OmegaConf.to_container(OmegaConf.load(CONFIGS / f"{name}.yaml")))
-    assert cfg.clahe_clip == 2.0 and cfg.clahe_tiles == 8
-    if name == "lanke":
-        assert cfg.deskew and cfg.clahe and cfg.upscale and cfg.sharpen and cfg.upscale_factor == 2.0
+@pytest.mark.parametrize("name,changes", [("default", {}), ("lanke", {"upscale": True, "sharpen": True}),
+                                          ("none", {"deskew": False, "clahe": False})])
+def test_presets_are_deltas_of_the_default(name, changes):
+    # The dataclass defaults equal configs/preprocess/default.yaml, and a preset file holds only its changes.
+    assert PreprocessConfig.from_dict(compose("transcribe", [f"preprocess={name}"]).preprocess) == PreprocessConfig(
+        **changes)
+    assert set(OmegaConf.load(CONFIGS / f"{name}.yaml")) - {"defaults"} == (set(changes) if changes else set(
+        vars(PreprocessConfig())))
 
 
 def test_config_is_range_checked():

@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
+from benchmarks.segmentation import match_ious
 from htr.regions import AlignmentError, align_page, crop_regions, find_marks, load_template
 from htr.segment import SegmenterConfig, segment_lines
 from htr.synth.fonts import get_font
 from htr.synth.pages import QuestionBox, ScanConfig, layout_exam, render_blank, render_exam
-from htr.synth.segment_eval import match_ious
 from htr.synth.text import SAMPLE_EXAM_DIR
 from inkbase.errors import InputError
 from inkbase.jsonio import read_json

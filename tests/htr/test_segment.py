@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
+from benchmarks.segmentation import evaluate, make_cases
 from htr.segment import SegmenterConfig, segment_lines
 from htr.synth.fonts import list_fonts
 from htr.synth.lines import AugmentConfig, degrade, paper
-from htr.synth.segment_eval import evaluate, make_cases
+from inkbase.cli import compose
 from inkbase.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "segmenter"
@@ -76,11 +77,16 @@ def test_padding_and_trimmed_extent():
         assert box.x <= truth[0] + 1 and box.x1 >= truth[2] - 1
 
 
-@pytest.mark.parametrize("name", ["default", "lanke"])
-def test_config_files_load(name):
-    cfg = SegmenterConfig.from_dict(OmegaConf.to_container(OmegaConf.load(CONFIGS / f"{name}.yaml")))
-    assert cfg.threshold == 0.02 and cfg.padding == 8
-    assert (cfg.split_prominence is None) == (name == "lanke")
+LANKE = {"flatten": 0, "remove_rules": False, "split_prominence": None, "merge_fragments": 0.0, "core_band": 0.0}
+
+
+@pytest.mark.parametrize("name,changes", [("default", {}), ("lanke", LANKE)])
+def test_presets_are_deltas_of_the_default(name, changes):
+    # The dataclass defaults equal configs/segmenter/default.yaml, and a preset file holds only its changes.
+    assert SegmenterConfig.from_dict(compose("transcribe", [f"segmenter={name}"]).segmenter) == SegmenterConfig(
+        **changes)
+    assert set(OmegaConf.load(CONFIGS / f"{name}.yaml")) - {"defaults"} == (set(changes) if changes else set(
+        vars(SegmenterConfig())))
 
 
 def test_config_is_range_checked():

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from benchmarks.grading_speed import distinct_answers
 from grading.rubric import Answer, Rubric
-from grading.speed import distinct_answers
 
 RUBRIC = Rubric.model_validate({"exam_id": "t", "questions": [
     {"id": q, "text": "?", "max_points": 1, "granularity": 1, "reference_answer": "r"} for q in ("A", "B")]})

@@ -18,10 +18,10 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from benchmarks.htr_speed.decode_bench import release_memory, synchronize
+from benchmarks.htr_speed.flops import train_flops_per_sample
+from benchmarks.htr_speed.models import build_trocr
 from htr.fast_train import speed_up_training
-from htr.speed.decode_bench import release_memory, synchronize
-from htr.speed.flops import train_flops_per_sample
-from htr.speed.models import build_trocr
 
 AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": None}
 
@@ -249,6 +249,6 @@ def run_training(cfg, device: torch.device, record: Callable[[dict], None], time
 
 
 def build_image_size(cfg) -> int:
-    from htr.speed.models import ARCHITECTURES
+    from benchmarks.htr_speed.models import ARCHITECTURES
 
     return ARCHITECTURES[cfg.model.size]["encoder"]["image_size"]

@@ -2,16 +2,19 @@
 
 Each case is a paragraph written with one hand (:func:`htr.synth.lines.render_paragraph`), laid on
 augmented paper, optionally rotated (and deskewed with :mod:`htr.preprocess`); the truth is every
-line's own ink box, carried through the same rotations. Used by the tests and runnable as a report::
+line's own ink box, carried through the same rotations. The cases are used by the tests too. The report
+compares the project's segmenter with the seed's rules alone on the same cases, per setting::
 
-    python -m htr.synth.segment_eval --cases 60
+    python scripts/benchmark_segmentation.py [cases=60] [seed=0]
+
+writes ``rows.jsonl`` (one row per setting and segmenter as it finishes) and ``results.md``.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -29,6 +32,9 @@ from htr.synth.lines import (
     sample_style,
 )
 from htr.synth.text import line_texts
+from inkbase.errors import check_range
+from inkbase.jsonio import JsonlAppender
+from inkbase.runs import start_run
 
 Box = tuple[int, int, int, int]
 
@@ -99,30 +105,30 @@ def evaluate(cases: list[Case], cfg: SegmenterConfig) -> dict[str, float]:
             "min_iou": float(np.min(ious)), "cases": len(cases), "lines": len(ious)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", type=int, default=60)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+def run(cfg) -> list[dict[str, Any]]:
+    check_range("cases", cfg.cases, 1, 100_000)
+    folder = start_run(cfg.out_dir, cfg)
     # IoU against tight ink boxes, so the boxes are compared without the seed's 8 px padding.
     tight = SegmenterConfig(padding=0, padding_x=0)
-    seed_only = dataclasses.replace(tight, split_prominence=None, merge_fragments=0.0, core_band=0.0)
-    settings = {
-        "normal spacing (1.4-1.8 em)": dict(pitch=(1.4, 1.8)),
-        "touching lines (0.95-1.15 em)": dict(pitch=(0.95, 1.15)),
-        "rotated +-5 deg, deskewed": dict(pitch=(1.4, 1.8), rotation=5.0, deskew=True),
-        "rotated +-5 deg, no deskew": dict(pitch=(1.4, 1.8), rotation=5.0),
-    }
-    for name, kw in settings.items():
-        cases = make_cases(args.seed, args.cases, **kw)
-        for label, cfg in (("ours", tight), ("seed rules only", seed_only)):
-            r = evaluate(cases, cfg)
-            print(f"{name:32s} {label:16s} count acc {r['count_accuracy']:.3f}  mean IoU {r['mean_iou']:.3f}  "
-                  f"min IoU {r['min_iou']:.3f}  ({r['cases']} paragraphs, {r['lines']} lines)")
-        if kw.get("deskew"):
-            err = [abs(c.estimated - c.rotation) for c in cases]
-            print(f"{'':32s} deskew |error| mean {np.mean(err):.2f} deg, max {np.max(err):.2f} deg")
-
-
-if __name__ == "__main__":
-    main()
+    segmenters = {"ours": tight, "seed rules only": dataclasses.replace(
+        tight, split_prominence=None, merge_fragments=0.0, core_band=0.0)}
+    rows, lines = [], []
+    with JsonlAppender(folder.file("rows.jsonl")) as out:
+        for name, setting in cfg.settings.items():
+            cases = make_cases(cfg.seed, cfg.cases, tuple(setting.pitch), setting.get("rotation", 0.0),
+                               setting.get("deskew", False))
+            for label, seg in segmenters.items():
+                row = {"setting": name, "segmenter": label, **evaluate(cases, seg)}
+                if setting.get("deskew"):
+                    err = [abs(c.estimated - c.rotation) for c in cases]
+                    row.update(deskew_error_mean=float(np.mean(err)), deskew_error_max=float(np.max(err)))
+                out.write(row)
+                rows.append(row)
+                lines.append(f"| {name} | {label} | {row['count_accuracy']:.3f} | {row['mean_iou']:.3f} | "
+                             f"{row['min_iou']:.3f} | {row['cases']} | {row['lines']} |")
+                print(lines[-1], flush=True)
+    folder.file("results.md").write_text(
+        "| setting | segmenter | line count right | mean IoU | min IoU | paragraphs | lines |\n"
+        "|---|---|---:|---:|---:|---:|---:|\n" + "\n".join(lines) + "\n", encoding="utf-8")
+    folder.finish({f"{r['setting']}/{r['segmenter']}/{k}": r[k] for r in rows for k in ("count_accuracy", "mean_iou")})
+    return rows

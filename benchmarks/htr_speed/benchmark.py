@@ -15,9 +15,9 @@ import torch
 from omegaconf import OmegaConf
 from tabulate import tabulate
 
-from htr.speed.decode_bench import DTYPES, DecodeBenchmark, release_memory
-from htr.speed.models import ARCHITECTURES
-from htr.speed.train_bench import AMP_DTYPES, SDPA_BACKENDS, run_training
+from benchmarks.htr_speed.decode_bench import DTYPES, DecodeBenchmark, release_memory
+from benchmarks.htr_speed.models import ARCHITECTURES
+from benchmarks.htr_speed.train_bench import AMP_DTYPES, SDPA_BACKENDS, run_training
 from inkbase.errors import ConfigError, check_range
 from inkbase.jsonio import JsonlAppender, write_json
 from inkbase.runs import start_run
@@ -194,7 +194,7 @@ def to_markdown(results: dict, cfg) -> str:
         lines += ["## Exact match with one-line generate (models with meaningful outputs)", "",
                   "`peaked`: random weights, LM head scaled, cross-attention strengthened, EOS logit raised "
                   "(build_trocr); `trained_copy`: a small model of the same architecture trained to read a "
-                  "synthetic code (htr.speed.copy_task).", ""]
+                  "synthetic code (benchmarks.htr_speed.copy_task).", ""]
         keys = [k for k in eq[0] if k.endswith(("_vs_naive_float32", "_vs_naive_bfloat16", "_vs_naive_float16"))]
         table = [[r["model"], r["num_beams"], r["lines"], f"{r['generated_length_min']}-{r['generated_length_max']}",
                   r["distinct_outputs"]] + [_pct(r.get(k)) for k in keys] for r in eq]

@@ -1,21 +1,25 @@
 """Rendering speed of synthetic lines on one core: default augmentation side by side with clean rendering
-(the floor: font rasterisation alone), in one run, so a loaded machine slows both alike::
+(the floor: font rasterisation alone), in interleaved rounds, so a loaded machine slows both alike.
 
-    python -m htr.synth.benchmark --lines 500 --out outputs/synth_speed.json
+``python scripts/benchmark_synth_rendering.py [lines=500] [rounds=3]`` (configs/benchmark_synth_rendering.yaml);
+writes ``results.json`` into the run folder.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
-from pathlib import Path
+from typing import Any
 
 import numpy as np
+from omegaconf import DictConfig
+from tqdm import tqdm
 
 from htr.synth.fonts import list_fonts
 from htr.synth.lines import AugmentConfig, render_line
 from htr.synth.text import line_texts
+from inkbase.errors import check_range
+from inkbase.jsonio import write_json
+from inkbase.runs import start_run
 
 
 def lines_per_second(n: int, augment: AugmentConfig | None, seed: int = 0,
@@ -31,29 +35,22 @@ def lines_per_second(n: int, augment: AugmentConfig | None, seed: int = 0,
     return len(jobs) / (time.perf_counter() - started)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lines", type=int, default=500)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--sources", default="sample_exam,generic", help="htr.synth.text sources, comma-separated")
-    parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args()
-    sources = tuple(args.sources.split(","))
+def run(cfg: DictConfig) -> dict[str, Any]:
+    check_range("lines", cfg.lines, 1, 1_000_000)
+    check_range("rounds", cfg.rounds, 1, 1000)
+    folder = start_run(cfg.out_dir, cfg)
+    sources = tuple(cfg.sources)
     lines_per_second(20, AugmentConfig(), sources=sources)  # warm the font caches
     augmented, clean = [], []
-    for r in range(args.rounds):  # interleaved, so both see the same machine load
-        augmented.append(lines_per_second(args.lines, AugmentConfig(), seed=r, sources=sources))
-        clean.append(lines_per_second(args.lines, None, seed=r, sources=sources))
-    result = {"lines_per_round": args.lines, "rounds": args.rounds, "sources": list(sources),
+    for r in tqdm(range(cfg.rounds), desc="rounds"):  # interleaved, so both see the same machine load
+        augmented.append(lines_per_second(cfg.lines, AugmentConfig(), seed=r, sources=sources))
+        clean.append(lines_per_second(cfg.lines, None, seed=r, sources=sources))
+    result = {"lines_per_round": cfg.lines, "rounds": cfg.rounds, "sources": list(sources),
               "fonts": len(list_fonts("train")),
               "augmented_lines_per_s": round(float(np.median(augmented)), 1),
               "clean_lines_per_s": round(float(np.median(clean)), 1),
               "augmented_over_clean": round(float(np.median(augmented) / np.median(clean)), 3)}
-    print(json.dumps(result, indent=2))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-
-
-if __name__ == "__main__":
-    main()
+    write_json(folder.file("results.json"), result)
+    folder.finish({k: result[k] for k in ("augmented_lines_per_s", "clean_lines_per_s", "augmented_over_clean")})
+    print(result, flush=True)
+    return result

@@ -17,9 +17,9 @@ from collections.abc import Callable
 import torch
 from tqdm import tqdm
 
+from benchmarks.htr_speed.copy_task import train_copy_model
+from benchmarks.htr_speed.models import build_trocr, count_parameters, random_pixels
 from htr.fast_decode import FastDecoder, resolve_settings, trim_generated
-from htr.speed.copy_task import train_copy_model
-from htr.speed.models import build_trocr, count_parameters, random_pixels
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

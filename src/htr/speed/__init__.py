@@ -1,1 +1,0 @@
-"""HTR speed: decoding and training-throughput benchmarks (``python scripts/benchmark_htr.py``)."""
