@@ -5,7 +5,11 @@ Rubric JSON::
     {"exam_id": str,
      "questions": [{"id", "text", "max_points", "granularity", "problem_type", "reference_answer",
                     "concepts": [{"id", "label", "weight", "synonyms"?}],
-                    "edges": [{"source", "relation", "target"}]}]}
+                    "edges": [{"source", "relation", "target"}],
+                    "concepts_from"?: "rubric" | "reference"}]}
+
+``concepts_from`` says who wrote the concepts: an instructor ("rubric", the default) or a program that cut
+them out of the reference answer ("reference"); the hybrid grader gives no weight to the latter.
 
 Answers JSONL, one object a line: ``{"answer_id", "question_id", "text"}``; other keys are kept in
 ``Answer.extra`` and otherwise ignored.
@@ -14,7 +18,7 @@ Answers JSONL, one object a line: ``{"answer_id", "question_id", "text"}``; othe
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -66,6 +70,7 @@ class Question(BaseModel):
     concepts: list[Concept] = Field(default_factory=list)
     edges: list[Edge] = Field(default_factory=list)
     subject: str | None = None
+    concepts_from: Literal["rubric", "reference"] = "rubric"
 
     @model_validator(mode="after")
     def _consistent(self) -> Question:
@@ -87,6 +92,11 @@ class Question(BaseModel):
 
     def concept(self, concept_id: str) -> Concept:
         return next(c for c in self.concepts if c.id == concept_id)
+
+    @property
+    def has_concept_rubric(self) -> bool:
+        """Whether an instructor listed concepts (not none, not cut out of the reference answer)."""
+        return bool(self.concepts) and self.concepts_from == "rubric"
 
 
 class Rubric(BaseModel):
