@@ -77,6 +77,23 @@ def load_nlp(model: str = SPACY_MODEL) -> Language:
         raise ConfigError("grader.spacy_model", f"cannot load spaCy model {model!r} ({err})") from None
 
 
+def locate(text: str, span: str) -> tuple[int, int] | None:
+    """Where a normalised span (:func:`normalise`) lies in the answer ``text``, as (start, end) characters:
+    its words in order, with any whitespace between them, else with anything between them (a clause whose
+    nested clause was left out). The explanation then quotes the answer itself, not a lower-cased copy."""
+    words = [re.escape(w).replace("'", "['\u2019]") for w in span.split()]
+    if not words:
+        return None
+    # Whole words only: "mass" is not the start of "massive".
+    left = r"\b" if span[0].isalnum() else ""
+    right = r"\b" if span[-1].isalnum() else ""
+    for gap in (r"\s+", r"[\s\S]*?"):
+        found = re.search(left + gap.join(words) + right, text, flags=re.IGNORECASE)
+        if found:
+            return found.start(), found.end()
+    return None
+
+
 def normalise(text: str) -> str:
     """Lower-case, single-spaced text without end punctuation: MiniLM is uncased, a final "." alone moves
     the cosine by ~0.2 on short phrases, and equal spans then share one embedding."""

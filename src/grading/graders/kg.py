@@ -23,6 +23,7 @@ from grading.embed import Embedder
 from grading.graders.base import Grader, GradeResult
 from grading.graders.concepts import (
     SpanOptions,
+    locate,
     normalise,
     polarity,
     polarity_conflicts,
@@ -148,9 +149,10 @@ class KGGrader(Grader):
             best[i] = [spans[k][0] for k in arg]
         return ConceptSimilarities(ids, np.clip(sims, 0.0, 1.0), best)
 
-    def explain(self, question: Question, sims: np.ndarray, best: list[str],
-                graph: nx.DiGraph | None = None) -> tuple[float, list[str], list[str], dict[str, Any]]:
-        """S_KG, matched ids, missing ids and the explanation keys for one answer's similarities."""
+    def explain(self, question: Question, sims: np.ndarray, best: list[str], graph: nx.DiGraph | None = None,
+                text: str | None = None) -> tuple[float, list[str], list[str], dict[str, Any]]:
+        """S_KG, matched ids, missing ids and the explanation keys for one answer's similarities. With the
+        answer's ``text``, each concept's span is quoted from it, with its ``start``/``end`` characters."""
         graph = graph if graph is not None else rubric_graph(question)
         ids = [c.id for c in question.concepts]
         matched = [cid for cid, s in zip(ids, sims, strict=True) if s >= self.threshold]
@@ -158,6 +160,10 @@ class KGGrader(Grader):
         s_kg = kg_score(graph, set(matched), self.edge_bonus)
         entry = {cid: {"id": cid, "span": span, "similarity": round(float(s), 4)}
                  for cid, s, span in zip(ids, sims, best, strict=True)}
+        for e in entry.values():
+            where = locate(text, e["span"]) if text is not None else None
+            if where is not None:
+                e.update(span=text[where[0]:where[1]], start=where[0], end=where[1])
         details = {
             "fraction": round(s_kg, 6),
             "s_kg": round(s_kg, 6),
@@ -172,8 +178,8 @@ class KGGrader(Grader):
         graph = rubric_graph(question)
         found = self.concept_similarities(question, [a.text for a in answers])
         results = []
-        for sims, best in zip(found.similarity, found.best_span, strict=True):
-            s_kg, matched, missing, details = self.explain(question, sims, best, graph)
+        for answer, sims, best in zip(answers, found.similarity, found.best_span, strict=True):
+            s_kg, matched, missing, details = self.explain(question, sims, best, graph, answer.text)
             results.append(GradeResult(points=to_points(s_kg, question.max_points, question.granularity),
                                        max_points=question.max_points, matched=matched, missing=missing,
                                        details=details))
