@@ -30,6 +30,20 @@ def resolve_model_path(name: str) -> str:
     return name
 
 
+# An answer whose word pieces are at least this share unknown to the tokenizer cannot be embedded meaningfully.
+MAX_UNKNOWN_SHARE = 0.5
+
+
+def unknown_token_share(texts: Sequence[str], model: str) -> list[float]:
+    """Per text, the share of its word pieces that the model's tokenizer maps to the unknown token (0 for a
+    blank text): a script or alphabet the vocabulary lacks (Ethiopic, Chinese for all-MiniLM-L6-v2, emoji)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(model))
+    ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    return [sum(i == tokenizer.unk_token_id for i in row) / len(row) if row else 0.0 for row in ids]
+
+
 class EmbeddingCache(SqliteCache):
     """float16 vectors keyed by sha1(model, text)."""
 

@@ -37,6 +37,21 @@ class Concept(BaseModel):
     weight: float = Field(ge=0)
     synonyms: list[str] = Field(default_factory=list)
 
+    @field_validator("label")
+    @classmethod
+    def _label_has_text(cls, value: str) -> str:
+        if not any(ch.isalnum() for ch in value):
+            raise ValueError(f"no text to match (a concept label needs a letter or digit, got {value!r})")
+        return value
+
+    @field_validator("synonyms")
+    @classmethod
+    def _synonyms_have_text(cls, value: list[str]) -> list[str]:
+        for k, synonym in enumerate(value):
+            if not any(ch.isalnum() for ch in synonym):
+                raise ValueError(f"synonyms[{k}] has no text to match (got {synonym!r})")
+        return value
+
     @property
     def phrases(self) -> list[str]:
         """The label followed by its synonyms: every phrase a student span is compared with."""
