@@ -225,3 +225,12 @@ def test_ordinal_scale_maps_each_question_on_its_own_examples():
     zero_shot, _ = to_scale("ordinal", "m", np.array([3.0, 2.0]), np.zeros(0), np.zeros(0), np.array([0.3, 0.85]),
                             False)
     assert list(zero_shot) == [1.0, 2.0]  # round(score * max)
+
+
+def test_examples_with_one_grade_keep_the_zero_shot_map():
+    from grading.benchmarks.run import to_scale
+
+    train_q, test_q = np.array(["a", "a", "b", "b"]), np.array(["a", "b"])
+    pred, fmap = to_scale("ordinal", "m", np.array([3.0, 2.0]), np.array([0.1, 0.2, 0.8, 0.9]),
+                          np.array([0.0, 0.0, 0.0, 2.0]), np.array([0.7, 0.95]), False, train_q, test_q)
+    assert list(pred) == [2.0, 2.0] and fmap == {"map": "quantile", "round_for": ["a"]}

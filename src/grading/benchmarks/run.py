@@ -21,7 +21,8 @@ From a method's score in [0, 1] to the dataset's scale:
   training split.
 - ASAP (evaluation only, nothing trained on it; the semantic scorer is the shipped one, trained on SemEval
   only): ``zero_shot``: round(score * max score); ``few_shot``: per prompt, the k graded examples fix the
-  map (:func:`grading.benchmarks.metrics.quantile_map`) and are left out of the test answers.
+  map (:func:`grading.benchmarks.metrics.quantile_map`) and are left out of the test answers; examples that
+  all got the same grade carry no scale, and that prompt keeps round(score * max score).
 
 Per-answer scores of the graders that need no training are appended to ``fractions/<method>.jsonl``
 as they are produced, so an interrupted run resumes; embeddings and LLM replies are cached on disk.
@@ -133,10 +134,15 @@ def to_scale(task: str, method: str, max_points: np.ndarray, train_score: np.nda
         if not len(train_score):
             return np.array([to_points(s, m, 1.0) for s, m in zip(test_score, max_points, strict=True)]), {}
         pred = np.zeros(len(test_score))
+        fallback = []
         for q in np.unique(test_q):
             rows, examples = test_q == q, train_q == q
-            pred[rows] = quantile_map(train_score[examples], train_gold[examples], test_score[rows])
-        return pred, {"map": "quantile"}
+            if len(np.unique(train_gold[examples])) < 2:  # one grade says nothing about the scale
+                fallback.append(str(q))
+                pred[rows] = [to_points(s, m, 1.0) for s, m in zip(test_score[rows], max_points[rows], strict=True)]
+            else:
+                pred[rows] = quantile_map(train_score[examples], train_gold[examples], test_score[rows])
+        return pred, {"map": "quantile", **({"round_for": fallback} if fallback else {})}
     if task == "regression":
         if trained:
             return test_score * max_points, {}
