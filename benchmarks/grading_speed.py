@@ -6,7 +6,9 @@ cold passes run in alternating rounds on interleaved blocks of the answers:
   straightforward way to write the seed's pipeline);
 - ``ours_cold``: the graders as ``scripts/grade.py`` runs them (chunks, ``nlp.pipe``, one batched
   encode per chunk) with empty caches;
-- ``ours_warm``: fresh grader objects reading the caches the cold pass filled (a re-run, a sweep).
+- ``ours_warm``: fresh grader objects reading the caches the cold pass filled (a re-run, a sweep);
+- ``ours_cold_<name>`` for each entry of ``variants`` (KG settings merged over ``kg``, e.g. ``span_encoding:
+  pooled``): the cold pass with those settings, own empty caches, timed in the same rounds.
 
 The answers are the sample exam's, recombined into distinct texts: sentences of two answers to the same
 question in shuffled order, each sentence edited once (a filler word inserted, a word dropped or two words
@@ -105,10 +107,10 @@ def naive_grade(rubric: Rubric, answers: list[Answer], kg_cfg: DictConfig, sim_c
         float(encode(a.text) @ references[a.question_id])
 
 
-def _graders(cfg: DictConfig, cache_dir: Path) -> tuple[Embedder, list]:
+def _graders(cfg: DictConfig, cache_dir: Path, kg_overrides: DictConfig | None = None) -> tuple[Embedder, list]:
     embedder = Embedder(cfg.embedder.model, batch_size=cfg.embedder.batch_size, device=cfg.embedder.device,
                         cache_dir=cache_dir)
-    kg_cfg = OmegaConf.merge(cfg.kg, {"cache_dir": str(cache_dir)})
+    kg_cfg = OmegaConf.merge(cfg.kg, kg_overrides or {}, {"cache_dir": str(cache_dir)})
     return embedder, [build_grader(kg_cfg, embedder), build_grader(cfg.similarity, embedder)]
 
 
@@ -152,6 +154,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         cache = Path(tmp) / "cache"
         embedder, graders = _graders(cfg, cache)
         _warm_up(graders, rubric)
+        variants = {name: _graders(cfg, Path(tmp) / f"cache_{name}", over)[1]
+                    for name, over in cfg.variants.items()}
+        for variant in variants.values():
+            _warm_up(variant, rubric)
+        variant_s = dict.fromkeys(variants, 0.0)
         profiler = cProfile.Profile() if cfg.profile else None
         naive = cold = 0.0
         # Alternate blocks of the two, so that a change in the machine's load hits both alike.
@@ -164,6 +171,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             cold += _ours(graders, rubric, answers[k::rounds], Path(tmp), "cold", cfg.chunk_size)
             if profiler:
                 profiler.disable()
+            for name, variant in variants.items():
+                variant_s[name] += _ours(variant, rubric, answers[k::rounds], Path(tmp), f"cold_{name}",
+                                         cfg.chunk_size)
         if profiler:
             out = io.StringIO()
             pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(40)
@@ -172,7 +182,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         _warm_up(graders, rubric)
         warm = _ours(graders, rubric, answers, Path(tmp), "warm", cfg.chunk_size)
     results["load_after"] = _load()
-    rates = {"naive": (n_naive, naive), "ours_cold": (n, cold), "ours_warm": (n, warm)}
+    rates = {"naive": (n_naive, naive), "ours_cold": (n, cold), "ours_warm": (n, warm),
+             **{f"ours_cold_{name}": (n, sec) for name, sec in variant_s.items()}}
     results["passes"] = {name: {"answers": count, "seconds": round(sec, 3), "answers_per_s": round(count / sec, 1)}
                          for name, (count, sec) in rates.items()}
     results["speedup_vs_naive"] = {name: round((count / sec) / (n_naive / naive), 2)

@@ -30,6 +30,20 @@ def resolve_model_path(name: str) -> str:
     return name
 
 
+# An answer whose word pieces are at least this share unknown to the tokenizer cannot be embedded meaningfully.
+MAX_UNKNOWN_SHARE = 0.5
+
+
+def unknown_token_share(texts: Sequence[str], model: str) -> list[float]:
+    """Per text, the share of its word pieces that the model's tokenizer maps to the unknown token (0 for a
+    blank text): a script or alphabet the vocabulary lacks (Ethiopic, Chinese for all-MiniLM-L6-v2, emoji)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(model))
+    ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    return [sum(i == tokenizer.unk_token_id for i in row) / len(row) if row else 0.0 for row in ids]
+
+
 class EmbeddingCache(SqliteCache):
     """float16 vectors keyed by sha1(model, text)."""
 
@@ -91,6 +105,45 @@ class Embedder:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         return np.stack([self._memory[k] for k in keys])
+
+    def encode_tokens(self, texts: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """One transformer pass per text: each text's contextual token vectors (t, d) and their character
+        offsets (t, 2) in the text, special tokens left out. The text's own embedding (the mean of all its
+        token vectors, as the sentence model pools them) is stored as :meth:`encode` would, so a grader
+        that embeds the whole answer next finds it in memory. Texts are batched by length."""
+        import torch
+
+        model = self.model
+        transformer = model[0]
+        names = [type(m).__name__ for m in model]
+        if names[:2] != ["Transformer", "Pooling"] or getattr(model[1], "pooling_mode", None) != "mean":
+            raise ValueError(f"{self.model_name}: token pooling needs a mean-pooling sentence model, got {names}")
+        tokenizer = transformer.tokenizer
+        texts = list(texts)
+        out: list[tuple[np.ndarray, np.ndarray]] = [(np.zeros((0, 0)), np.zeros((0, 2), dtype=int))] * len(texts)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        sentence: dict[str, np.ndarray] = {}
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start:start + self.batch_size]
+            enc = tokenizer([texts[i] for i in batch], padding=True, truncation=True,
+                            max_length=transformer.max_seq_length, return_offsets_mapping=True,
+                            return_special_tokens_mask=True, return_tensors="pt")
+            offsets = enc.pop("offset_mapping").numpy()
+            special = enc.pop("special_tokens_mask").numpy().astype(bool)
+            with torch.inference_mode():
+                hidden = transformer.auto_model(**enc.to(self.device)).last_hidden_state.float().cpu().numpy()
+            mask = enc["attention_mask"].cpu().numpy().astype(bool)
+            for row, i in enumerate(batch):
+                keep = mask[row] & ~special[row]
+                out[i] = (hidden[row][keep], offsets[row][keep])
+                pooled = hidden[row][mask[row]].mean(axis=0)
+                if texts[i].strip():
+                    sentence[self._key(texts[i])] = (pooled / max(np.linalg.norm(pooled), 1e-12)).astype(np.float32)
+        new = {k: v for k, v in sentence.items() if k not in self._memory}
+        self._memory.update(new)
+        if self._cache is not None and new:
+            self._cache.put_many(new)
+        return out
 
     @property
     def dim(self) -> int:

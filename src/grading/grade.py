@@ -17,9 +17,10 @@ from typing import Any
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from grading.embed import get_embedder
+from grading.embed import MAX_UNKNOWN_SHARE, get_embedder, unknown_token_share
 from grading.graders import Grader, build_grader
 from grading.rubric import Answer, Rubric, load_answers, load_rubric
+from inkbase.errors import InputError
 from inkbase.jsonio import JsonlAppender, read_jsonl
 from inkbase.runs import hydra_output_dir, start_run
 
@@ -39,6 +40,17 @@ def check_points(record: dict[str, Any], granularity: float) -> None:
     if not (0 <= p <= m) or abs(steps - round(steps)) > 1e-6 or math.isnan(p):
         raise RuntimeError(f"grader returned {p} points for answer {record['answer_id']} "
                            f"(max {m}, granularity {granularity})")
+
+
+def check_readable(answers: list[Answer], path: str, model: str) -> None:
+    """An answer the embedding model's tokenizer cannot read (mostly unknown word pieces) is an input error:
+    its embedding would say nothing about its content, and every grader would give it a meaningless score."""
+    shares = unknown_token_share([a.text for a in answers], model)
+    for answer, share in zip(answers, shares, strict=True):
+        if share >= MAX_UNKNOWN_SHARE:
+            raise InputError(path, f"answer {answer.answer_id!r}: text",
+                             f"{share:.0%} of its word pieces are unknown to the tokenizer of {model} "
+                             f"(a language or script it cannot read): {answer.text[:40]!r}")
 
 
 def grade_answers(grader: Grader, rubric: Rubric, answers: list[Answer], scores_path: Path,
@@ -74,6 +86,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """``scripts/grade.py``: returns the run's metrics (also written to ``metrics.json``)."""
     rubric = load_rubric(cfg.rubric)
     answers = load_answers(cfg.answers, rubric)
+    check_readable(answers, cfg.answers, cfg.embedder.model)
     folder = start_run(hydra_output_dir(cfg.out_dir), cfg)
     grader = build_grader(cfg.grader, embedder_from_config(cfg))
     t0 = time.perf_counter()

@@ -5,7 +5,11 @@ Rubric JSON::
     {"exam_id": str,
      "questions": [{"id", "text", "max_points", "granularity", "problem_type", "reference_answer",
                     "concepts": [{"id", "label", "weight", "synonyms"?}],
-                    "edges": [{"source", "relation", "target"}]}]}
+                    "edges": [{"source", "relation", "target"}],
+                    "concepts_from"?: "rubric" | "reference"}]}
+
+``concepts_from`` says who wrote the concepts: an instructor ("rubric", the default) or a program that cut
+them out of the reference answer ("reference"); the hybrid grader gives no weight to the latter.
 
 Answers JSONL, one object a line: ``{"answer_id", "question_id", "text"}``; other keys are kept in
 ``Answer.extra`` and otherwise ignored.
@@ -14,7 +18,7 @@ Answers JSONL, one object a line: ``{"answer_id", "question_id", "text"}``; othe
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -32,6 +36,21 @@ class Concept(BaseModel):
     label: str = Field(min_length=1)
     weight: float = Field(ge=0)
     synonyms: list[str] = Field(default_factory=list)
+
+    @field_validator("label")
+    @classmethod
+    def _label_has_text(cls, value: str) -> str:
+        if not any(ch.isalnum() for ch in value):
+            raise ValueError(f"no text to match (a concept label needs a letter or digit, got {value!r})")
+        return value
+
+    @field_validator("synonyms")
+    @classmethod
+    def _synonyms_have_text(cls, value: list[str]) -> list[str]:
+        for k, synonym in enumerate(value):
+            if not any(ch.isalnum() for ch in synonym):
+                raise ValueError(f"synonyms[{k}] has no text to match (got {synonym!r})")
+        return value
 
     @property
     def phrases(self) -> list[str]:
@@ -66,6 +85,7 @@ class Question(BaseModel):
     concepts: list[Concept] = Field(default_factory=list)
     edges: list[Edge] = Field(default_factory=list)
     subject: str | None = None
+    concepts_from: Literal["rubric", "reference"] = "rubric"
 
     @model_validator(mode="after")
     def _consistent(self) -> Question:
@@ -87,6 +107,11 @@ class Question(BaseModel):
 
     def concept(self, concept_id: str) -> Concept:
         return next(c for c in self.concepts if c.id == concept_id)
+
+    @property
+    def has_concept_rubric(self) -> bool:
+        """Whether an instructor listed concepts (not none, not cut out of the reference answer)."""
+        return bool(self.concepts) and self.concepts_from == "rubric"
 
 
 class Rubric(BaseModel):

@@ -13,6 +13,7 @@ from grading.benchmarks.metrics import (
     best_threshold,
     classification_metrics,
     fit_linear,
+    quantile_map,
     qwk,
     regression_metrics,
 )
@@ -193,3 +194,43 @@ def test_real_datasets_load_with_documented_counts(data_dir):
     question, reference, content, max_score = parse_asap_rubric(data_dir / "asap_sas" / "rubrics" /
                                                                 "set5_ReadMeFirst.txt")
     assert max_score == 3 and len(content) == 8 and "protein synthesis" in question
+
+
+def test_few_shot_takes_k_examples_per_question_and_tests_on_the_rest():
+    df = answers_frame()
+    (fold,) = list(folds(df, "few_shot", 1, 0, k=3))
+    assert fold.protocol == "few_shot"
+    assert set(fold.train).isdisjoint(fold.test) and len(fold.train) + len(fold.test) == len(df)
+    assert (df.iloc[fold.train]["question_id"].value_counts() == 3).all()
+    assert df.iloc[fold.train]["question_id"].nunique() == df["question_id"].nunique()
+    again = next(folds(df, "few_shot", 1, 0, k=3))
+    assert list(again.train) == list(fold.train)  # the seed fixes the examples
+
+
+def test_quantile_map_keeps_the_examples_spread_of_grades():
+    # Scores squeezed into [0.40, 0.46]: round(score * 3) would give every answer 1 point.
+    train_score, train_gold = [0.40, 0.41, 0.42, 0.43, 0.44, 0.45], [0, 0, 1, 2, 3, 3]
+    got = quantile_map(train_score, train_gold, [0.30, 0.405, 0.425, 0.445, 0.50])
+    assert list(got) == [0, 0, 1, 3, 3]
+    assert list(quantile_map([0.5, 0.5, 0.5], [0, 1, 2], [0.1, 0.5, 0.9])) == [0, 1, 2]
+
+
+def test_ordinal_scale_maps_each_question_on_its_own_examples():
+    from grading.benchmarks.run import to_scale
+
+    train_q, test_q = np.array(["a", "a", "b", "b"]), np.array(["a", "b"])
+    pred, fmap = to_scale("ordinal", "m", np.array([3.0, 2.0]), np.array([0.1, 0.2, 0.8, 0.9]),
+                          np.array([0.0, 3.0, 0.0, 2.0]), np.array([0.3, 0.95]), False, train_q, test_q)
+    assert list(pred) == [3.0, 2.0] and fmap == {"map": "quantile"}
+    zero_shot, _ = to_scale("ordinal", "m", np.array([3.0, 2.0]), np.zeros(0), np.zeros(0), np.array([0.3, 0.85]),
+                            False)
+    assert list(zero_shot) == [1.0, 2.0]  # round(score * max)
+
+
+def test_examples_with_one_grade_keep_the_zero_shot_map():
+    from grading.benchmarks.run import to_scale
+
+    train_q, test_q = np.array(["a", "a", "b", "b"]), np.array(["a", "b"])
+    pred, fmap = to_scale("ordinal", "m", np.array([3.0, 2.0]), np.array([0.1, 0.2, 0.8, 0.9]),
+                          np.array([0.0, 0.0, 0.0, 2.0]), np.array([0.7, 0.95]), False, train_q, test_q)
+    assert list(pred) == [2.0, 2.0] and fmap == {"map": "quantile", "round_for": ["a"]}

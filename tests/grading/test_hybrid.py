@@ -6,10 +6,11 @@ import json
 import sys
 import types
 
+import numpy as np
 import pytest
 
 from grading.graders import Grader, GradeResult
-from grading.graders.hybrid import HybridGrader, hybrid_fraction
+from grading.graders.hybrid import HybridGrader, calibrate_alpha, effective_alpha, hybrid_fraction
 from grading.rubric import Answer, Question
 from inkbase.cli import compose
 from inkbase.errors import ConfigError
@@ -112,3 +113,29 @@ def test_grade_entry_point_with_hybrid(tmp_path, grade_overrides):
     assert full["fraction"] == pytest.approx(0.5 * full["s_kg"] + 0.5 * full["s_other"], abs=1e-5)
     assert full["s_kg"] == 1.0 and full["matched"] == ["cancels", "same_acc"]
     assert empty["points"] == 0 and empty["s_kg"] == 0 and empty["s_other"] == 0
+
+
+def test_concepts_cut_out_of_the_reference_get_no_weight():
+    from_reference = QUESTION.model_copy(update={"concepts_from": "reference"})
+    no_concepts = QUESTION.model_copy(update={"concepts": [], "edges": []})
+    assert effective_alpha(0.6, QUESTION) == 0.6
+    assert effective_alpha(0.6, from_reference) == 0.0
+    assert effective_alpha(0.6, no_concepts) == 0.0
+    (result,) = hybrid(0.6, 1.0, 0.25).grade(from_reference, ANSWER)
+    assert result.details["alpha"] == 0.0 and result.details["fraction"] == pytest.approx(0.25)
+    assert result.points == 1.0  # the partner's 0.25 of 4 points, the KG's 1.0 ignored
+
+
+def test_concepts_from_must_be_rubric_or_reference():
+    with pytest.raises(ValueError, match="concepts_from"):
+        Question.model_validate({**QUESTION.model_dump(), "concepts_from": "model"})
+
+
+def test_calibrate_alpha_follows_the_graded_examples():
+    kg = [0.0, 0.5, 1.0, 0.25, 0.75, 0.1]
+    other = [0.9, 0.1, 0.3, 0.8, 0.2, 0.6]
+    assert calibrate_alpha(kg, other, kg) == 1.0  # grades follow the KG
+    assert calibrate_alpha(kg, other, other) == 0.0  # grades follow the partner
+    mixed = hybrid_fraction(0.4, np.asarray(kg), np.asarray(other))
+    assert calibrate_alpha(kg, other, mixed) == 0.4
+    assert calibrate_alpha(kg, other, [1, 1, 1, 1, 1, 1]) == 0.0  # no information: the partner

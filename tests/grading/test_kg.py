@@ -122,7 +122,7 @@ def test_right_answer_matches_and_wrong_answer_does_not(kg):
     assert right.points == 4 and right.details["s_kg"] == pytest.approx(1.0)
     assert {m["id"] for m in right.details["matches"]} == set(right.matched)
     for m in right.details["matches"]:
-        assert m["span"] and m["span"] in answers[0].text.lower() and m["similarity"] >= kg.threshold
+        assert m["span"] and m["span"] in answers[0].text and m["similarity"] >= kg.threshold
     assert {tuple(r) for r in right.details["relations_satisfied"]} == {("cancels", "depends_on", "gravity"),
                                                                         ("cancels", "causes", "same_acc")}
     assert wrong.matched == [] and wrong.points == 0 and wrong.details["s_kg"] == 0

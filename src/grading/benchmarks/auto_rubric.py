@@ -32,5 +32,5 @@ def auto_concepts(reference: str, max_concepts: int = MAX_CONCEPTS) -> list[Conc
     """Equal-weight concepts from the noun chunks of ``reference``."""
     phrases = list(_noun_chunks(reference.strip()))[:max_concepts]
     if not phrases:
-        phrases = [reference.strip()[:300] or "answer"]
+        phrases = [reference.strip()[:300] if any(ch.isalnum() for ch in reference) else "answer"]
     return [Concept(id=f"c{i + 1}", label=p, weight=1.0) for i, p in enumerate(phrases)]

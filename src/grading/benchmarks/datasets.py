@@ -62,7 +62,7 @@ def _question(qid: str, text: str, reference: str, max_points: float, granularit
               concepts: list[Concept] | None = None, subject: str | None = None) -> Question:
     return Question(id=qid, text=text, max_points=max_points, granularity=granularity,
                     reference_answer=reference, concepts=concepts if concepts else auto_concepts(reference),
-                    subject=subject)
+                    subject=subject, concepts_from="rubric" if concepts else "reference")
 
 
 def load_mohler(data_dir: str | Path, gold: str) -> Benchmark:

@@ -8,7 +8,10 @@ Methods (``methods=[...]``):
 - ``semantic``: the trained scorer (:mod:`grading.graders.semantic`), trained on each training fold;
   under unseen answers it also compares with graded answers to the same question in the training fold;
   ``semantic_ref``: the same without those comparisons (reference answer only);
-- ``hybrid``: Lanke et al.'s alpha * S_KG + (1 - alpha) * S_semantic (alpha from configs/grader/hybrid.yaml);
+- ``hybrid``: Lanke et al.'s alpha * S_KG + (1 - alpha) * S_semantic. Per question, alpha follows
+  :func:`grading.graders.hybrid.effective_alpha` (configs/grader/hybrid.yaml's alpha for an instructor's
+  concept list, 0 for concepts cut out of the reference answer); under ``few_shot`` a question with a concept
+  list gets the alpha that :func:`grading.graders.hybrid.calibrate_alpha` picks on its graded examples;
 - ``llm``: the LLM grader, when an endpoint is configured (skipped with a note when its key is unset).
 
 From a method's score in [0, 1] to the dataset's scale:
@@ -16,8 +19,10 @@ From a method's score in [0, 1] to the dataset's scale:
   the 0-5 gold / 5 and used as is); ``pearson_raw`` is the score's own correlation.
 - SemEval (2-way): "correct" when the score reaches the threshold with the best macro-F1 on the
   training split.
-- ASAP (evaluation only, nothing fitted on it): round(score * max score); the semantic scorer is the
-  shipped one, trained on SemEval only.
+- ASAP (evaluation only, nothing trained on it; the semantic scorer is the shipped one, trained on SemEval
+  only): ``zero_shot``: round(score * max score); ``few_shot``: per prompt, the k graded examples fix the
+  map (:func:`grading.benchmarks.metrics.quantile_map`) and are left out of the test answers; examples that
+  all got the same grade carry no scale, and that prompt keeps round(score * max score).
 
 Per-answer scores of the graders that need no training are appended to ``fractions/<method>.jsonl``
 as they are produced, so an interrupted run resumes; embeddings and LLM replies are cached on disk.
@@ -43,6 +48,7 @@ from grading.benchmarks.metrics import (
     classification_metrics,
     fit_linear,
     pearson,
+    quantile_map,
     qwk,
     regression_metrics,
 )
@@ -50,7 +56,7 @@ from grading.benchmarks.protocols import USES_EXAMPLES, folds
 from grading.embed import Embedder
 from grading.grade import embedder_from_config
 from grading.graders import Grader, build_grader
-from grading.graders.hybrid import hybrid_fraction
+from grading.graders.hybrid import calibrate_alpha, effective_alpha, hybrid_fraction
 from grading.graders.semantic import Examples, Item, SemanticModel, fit_semantic, pair_features
 from grading.rubric import Answer
 from grading.scoring import to_points
@@ -108,7 +114,8 @@ def semantic_scores(bench: Benchmark, train: pd.DataFrame, test: pd.DataFrame, e
     """(training-fold scores, test scores) of a semantic scorer fitted on ``train`` (or ``shipped`` when
     there is nothing to train on). Training-fold scores are in-sample; they only fit the scale map."""
     if shipped is not None:
-        return np.zeros(0), shipped.predict(pair_features(embedder, _items(bench, test)))
+        train_score = shipped.predict(pair_features(embedder, _items(bench, train))) if len(train) else np.zeros(0)
+        return train_score, shipped.predict(pair_features(embedder, _items(bench, test)))
     examples = None
     if use_examples:
         examples = {q: Examples(list(g["answer_id"]), list(g["text"]), _fractions(bench, g))
@@ -119,10 +126,23 @@ def semantic_scores(bench: Benchmark, train: pd.DataFrame, test: pd.DataFrame, e
 
 
 def to_scale(task: str, method: str, max_points: np.ndarray, train_score: np.ndarray, train_gold: np.ndarray,
-             test_score: np.ndarray, trained: bool) -> tuple[np.ndarray, dict[str, float]]:
-    """Map scores in [0, 1] to predictions on the gold scale (see the module docstring)."""
+             test_score: np.ndarray, trained: bool, train_q: np.ndarray | None = None,
+             test_q: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, float]]:
+    """Map scores in [0, 1] to predictions on the gold scale (see the module docstring); ``train_q`` and
+    ``test_q`` (question ids) give ordinal tasks one map per question."""
     if task == "ordinal":
-        return np.array([to_points(s, m, 1.0) for s, m in zip(test_score, max_points, strict=True)]), {}
+        if not len(train_score):
+            return np.array([to_points(s, m, 1.0) for s, m in zip(test_score, max_points, strict=True)]), {}
+        pred = np.zeros(len(test_score))
+        fallback = []
+        for q in np.unique(test_q):
+            rows, examples = test_q == q, train_q == q
+            if len(np.unique(train_gold[examples])) < 2:  # one grade says nothing about the scale
+                fallback.append(str(q))
+                pred[rows] = [to_points(s, m, 1.0) for s, m in zip(test_score[rows], max_points[rows], strict=True)]
+            else:
+                pred[rows] = quantile_map(train_score[examples], train_gold[examples], test_score[rows])
+        return pred, {"map": "quantile", **({"round_for": fallback} if fallback else {})}
     if task == "regression":
         if trained:
             return test_score * max_points, {}
@@ -130,6 +150,19 @@ def to_scale(task: str, method: str, max_points: np.ndarray, train_score: np.nda
         return np.clip(slope * test_score + offset, 0, max_points), {"slope": slope, "offset": offset}
     cut = best_threshold(train_score, train_gold)
     return (test_score >= cut).astype(float), {"threshold": cut}
+
+
+def hybrid_alphas(bench: Benchmark, train: pd.DataFrame, kg_train: np.ndarray, other_train: np.ndarray,
+                  alpha: float, calibrate: bool) -> dict[str, float]:
+    """The hybrid weight of each question: :func:`effective_alpha`, or with ``calibrate`` and at least 3
+    graded examples of a question with a concept list, :func:`calibrate_alpha` on those examples."""
+    out = {}
+    for qid, question in bench.questions.items():
+        out[qid] = effective_alpha(alpha, question)
+        rows = (train["question_id"] == qid).to_numpy()
+        if calibrate and question.has_concept_rubric and rows.sum() >= 3:
+            out[qid] = calibrate_alpha(kg_train[rows], other_train[rows], train["gold"].to_numpy(float)[rows])
+    return out
 
 
 def evaluate(task: str, rows: pd.DataFrame, by_fold: list[dict]) -> dict[str, Any]:
@@ -161,8 +194,8 @@ def resolve_methods(cfg: DictConfig, bench: Benchmark, embedder: Embedder) -> tu
     if unknown:
         raise ConfigError("methods", f"unknown method(s) {unknown}; choose from {list(METHODS)}")
     needed = {GRADER_OF[m] for m in cfg.methods if m in GRADER_OF}
-    if "hybrid" in cfg.methods:
-        needed.add("kg")
+    if "hybrid" in cfg.methods and any(q.has_concept_rubric for q in bench.questions.values()):
+        needed.add("kg")  # otherwise the hybrid's weight on the KG is 0 for every question
     graders, notes = {}, []
     for name in sorted(needed):
         try:
@@ -202,6 +235,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         notes.append(f"semantic: shipped model {cfg.semantic_model} ({shipped.card.get('trained_on', '?')}), "
                      f"applied zero-shot")
     alpha = float(cfg.graders.hybrid.alpha)
+    alpha_by: dict[tuple[str, str], list[dict[str, float]]] = defaultdict(list)
     results: dict[str, Any] = {}
     predictions = []
     for key, part in slices(bench):
@@ -215,11 +249,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 field = "similarity" if m == "similarity" and part.task != "ordinal" else "fraction"
                 base[m] = np.array([recs[a][field] for a in answers["answer_id"]])
         if "hybrid" in methods:
-            kg_all = np.array([scores["kg"][a]["fraction"] for a in answers["answer_id"]])
+            kg_all = np.array([scores["kg"][a]["fraction"] for a in answers["answer_id"]]) if "kg" in scores \
+                else np.zeros(len(answers))
         rows_by = defaultdict(list)
         maps_by = defaultdict(list)
         for protocol in cfg.benchmark.protocols:
-            for fold in tqdm(list(folds(answers, protocol, cfg.benchmark.n_folds, cfg.seed)),
+            for fold in tqdm(list(folds(answers, protocol, cfg.benchmark.n_folds, cfg.seed,
+                                        cfg.benchmark.few_shot_k)),
                              desc=f"{key}[{protocol}]", disable=not cfg.progress):
                 train, test = answers.iloc[fold.train], answers.iloc[fold.test]
                 fold_scores: dict[str, tuple[np.ndarray, np.ndarray, bool]] = {}
@@ -235,8 +271,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                         else (*semantic_scores(part, train, test, embedder, False, shipped, cfg.seed), True)
                 if "hybrid" in methods:
                     sem_tr, sem_te, _ = fold_scores["semantic"]
-                    hy_tr = hybrid_fraction(alpha, kg_all[fold.train], sem_tr) if len(sem_tr) else sem_tr
-                    fold_scores["hybrid"] = (hy_tr, hybrid_fraction(alpha, kg_all[fold.test], sem_te), False)
+                    alphas = hybrid_alphas(part, train, kg_all[fold.train], sem_tr, alpha,
+                                           calibrate=fold.protocol == "few_shot")
+                    a_tr = train["question_id"].map(alphas).to_numpy(float)
+                    a_te = test["question_id"].map(alphas).to_numpy(float)
+                    hy_tr = hybrid_fraction(a_tr, kg_all[fold.train], sem_tr) if len(sem_tr) else sem_tr
+                    fold_scores["hybrid"] = (hy_tr, hybrid_fraction(a_te, kg_all[fold.test], sem_te), False)
+                    alpha_by[(key, fold.protocol)].append(alphas)
                 for m in methods:
                     tr_score, te_score, trained = fold_scores[m]
                     if m == "similarity_points":
@@ -245,7 +286,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                             if part.task == "binary" else pts, {}
                     else:
                         pred, fmap = to_scale(part.task, m, max_points[fold.test], tr_score, gold[fold.train],
-                                              te_score, trained)
+                                              te_score, trained, train["question_id"].to_numpy(),
+                                              test["question_id"].to_numpy())
                     proto = fold.protocol
                     maps_by[(m, proto)].append(fmap)
                     for aid, qid, g, s, p in zip(test["answer_id"], test["question_id"], test["gold"], te_score, pred,
@@ -260,7 +302,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         out.write_many(predictions)
     usage = {name: g.usage_summary() for name, g in graders.items() if hasattr(g, "usage_summary")}
     write_json(folder.file("results.json"), {"results": results, "notes": notes, "llm_usage": usage,
-                                             "hybrid_alpha": alpha})
+                                             "hybrid_alpha": alpha, "hybrid_alpha_per_question": {
+                                                 f"{d}/{p}": folds_ for (d, p), folds_ in alpha_by.items()}})
     table = results_table(results)
     table.to_csv(folder.file("results.csv"), index=False)
     folder.file("results.md").write_text(results_markdown(table, notes), encoding="utf-8")

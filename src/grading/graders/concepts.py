@@ -77,6 +77,30 @@ def load_nlp(model: str = SPACY_MODEL) -> Language:
         raise ConfigError("grader.spacy_model", f"cannot load spaCy model {model!r} ({err})") from None
 
 
+def locate_words(text: str, span: str) -> list[tuple[int, int]] | None:
+    """Where each word of a normalised span (:func:`normalise`) lies in the answer ``text``, as (start, end)
+    characters: the words in order, with only whitespace between them, else with anything between them (a
+    clause whose nested clause was left out). ``None`` when the words are not in the text."""
+    words = [re.escape(w).replace("'", "['\u2019]") for w in span.split()]
+    if not words:
+        return None
+    # Whole words only: "mass" is not the start of "massive".
+    left = r"\b" if span[0].isalnum() else ""
+    right = r"\b" if span[-1].isalnum() else ""
+    for gap in (r"\s+", r"[\s\S]*?"):
+        found = re.search(left + gap.join(f"({w})" for w in words) + right, text, flags=re.IGNORECASE)
+        if found:
+            return [found.span(k + 1) for k in range(len(words))]
+    return None
+
+
+def locate(text: str, span: str) -> tuple[int, int] | None:
+    """The stretch of the answer ``text`` a normalised span covers, as (start, end) characters
+    (:func:`locate_words`): the explanation then quotes the answer itself, not a lower-cased copy."""
+    words = locate_words(text, span)
+    return (words[0][0], words[-1][1]) if words else None
+
+
 def normalise(text: str) -> str:
     """Lower-case, single-spaced text without end punctuation: MiniLM is uncased, a final "." alone moves
     the cosine by ~0.2 on short phrases, and equal spans then share one embedding."""

@@ -5,7 +5,10 @@ typed by relation). The student answer is cut into spans (:mod:`grading.graders.
 similarity is the largest cosine (all-MiniLM-L6-v2) over every (student span, concept phrase) pair, the
 phrases being its label and synonyms; the concept is matched when that similarity reaches ``threshold``.
 Pairs whose directions oppose ("shifts right" / "shifts left": cosine ~0.9 for MiniLM) are ruled out first
-(``direction_check``). Lanke et al., Eq. 1: ``S_KG = matched weight / total weight``. With ``edge_bonus`` > 0
+(``direction_check``). ``span_encoding``: ``separate`` embeds every span on its own (one transformer pass
+per distinct span, ~34 per answer); ``pooled`` runs one pass per answer and averages the contextual token
+vectors of each span's words (:meth:`grading.embed.Embedder.encode_tokens`), which also yields the answer's
+own embedding for the similarity grader. Lanke et al., Eq. 1: ``S_KG = matched weight / total weight``. With ``edge_bonus`` > 0
 the score becomes ``(1 - edge_bonus) * S_KG + edge_bonus * (satisfied relations / relations)``, a
 relation being satisfied when both its ends are matched; the default 0 keeps the paper's formula.
 """
@@ -23,6 +26,8 @@ from grading.embed import Embedder
 from grading.graders.base import Grader, GradeResult
 from grading.graders.concepts import (
     SpanOptions,
+    locate,
+    locate_words,
     normalise,
     polarity,
     polarity_conflicts,
@@ -31,7 +36,9 @@ from grading.graders.concepts import (
 )
 from grading.rubric import Answer, Question
 from grading.scoring import to_points
-from inkbase.errors import check_range
+from inkbase.errors import ConfigError, check_range
+
+SPAN_ENCODINGS = ("separate", "pooled")
 
 
 def rubric_graph(question: Question) -> nx.DiGraph:
@@ -89,13 +96,16 @@ class KGGrader(Grader):
 
     def __init__(self, embedder: Embedder, threshold: float, edge_bonus: float, spans: dict | SpanOptions,
                  direction_check: bool, negation_check: bool, spacy_model: str, cache_dir: str | Path | None,
-                 batch_size: int, n_process: int, name: str = "kg"):
+                 batch_size: int, n_process: int, name: str = "kg", span_encoding: str = "separate"):
         self.embedder = embedder
         self.threshold = check_range("grader.threshold", threshold, 0.0, 1.0)
         self.edge_bonus = check_range("grader.edge_bonus", edge_bonus, 0.0, 1.0)
         self.span_options = span_options(spans)
         self.direction_check = bool(direction_check)
         self.negation_check = bool(negation_check)
+        if span_encoding not in SPAN_ENCODINGS:
+            raise ConfigError("grader.span_encoding", f"{span_encoding!r} is not one of {SPAN_ENCODINGS}")
+        self.span_encoding = span_encoding
         parser_args = {"spacy_model": spacy_model, "cache_dir": cache_dir, "batch_size": batch_size,
                        "n_process": n_process}
         self.parse = span_parser(self.span_options, **parser_args)
@@ -113,9 +123,11 @@ class KGGrader(Grader):
                                           np.array([polarity(p) for p in phrases], dtype=np.int64))
         return self._phrases[key]
 
-    def _pair_similarity(self, spans: list[str], tags: np.ndarray, phrases: _Phrases) -> np.ndarray:
-        """Cosine of every (span, phrase) pair, 0 where the polarity checks rule the pair out."""
-        sims = self.embedder.encode(spans) @ phrases.vectors.T
+    def _pair_similarity(self, spans: list[str] | np.ndarray, tags: np.ndarray, phrases: _Phrases) -> np.ndarray:
+        """Cosine of every (span, phrase) pair, 0 where the polarity checks rule the pair out; ``spans`` are
+        texts or already their vectors."""
+        vectors = self.embedder.encode(spans) if isinstance(spans, list) else spans
+        sims = vectors @ phrases.vectors.T
         if self.direction_check or self.negation_check:
             sims[polarity_conflicts(tags, phrases.polarity, directions=self.direction_check,
                                     negation=self.negation_check)] = 0.0
@@ -130,6 +142,8 @@ class KGGrader(Grader):
         if not ids:
             return ConceptSimilarities(ids, sims, best)
         phrases = self._concept_phrases(question)
+        if self.span_encoding == "pooled":
+            return self._pooled_similarities(ids, texts, span_lists, phrases)
         # The same text may carry other tags in another answer: a (text, tags) pair is one row.
         unique = list(dict.fromkeys((text, tags) for spans in span_lists for text, tags in spans))
         if not unique:
@@ -148,9 +162,40 @@ class KGGrader(Grader):
             best[i] = [spans[k][0] for k in arg]
         return ConceptSimilarities(ids, np.clip(sims, 0.0, 1.0), best)
 
-    def explain(self, question: Question, sims: np.ndarray, best: list[str],
-                graph: nx.DiGraph | None = None) -> tuple[float, list[str], list[str], dict[str, Any]]:
-        """S_KG, matched ids, missing ids and the explanation keys for one answer's similarities."""
+    def _pooled_similarities(self, ids: list[str], texts: list[str], span_lists: list,
+                             phrases: _Phrases) -> ConceptSimilarities:
+        """As :meth:`concept_similarities`, each span's vector being the mean of its words' token vectors
+        from one pass over its answer (a span whose words are not found is left out)."""
+        sims = np.zeros((len(texts), len(ids)), dtype=np.float32)
+        best: list[list[str]] = [[""] * len(ids) for _ in texts]
+        for i, ((tokens, offsets), spans) in enumerate(zip(self.embedder.encode_tokens(texts), span_lists,
+                                                             strict=True)):
+            rows, kept = [], []
+            for text, tags in spans:
+                words = locate_words(texts[i], text)
+                if not words or not len(offsets):
+                    continue
+                inside = np.zeros(len(offsets), dtype=bool)
+                for start, end in words:
+                    inside |= (offsets[:, 0] < end) & (offsets[:, 1] > start)
+                if inside.any():
+                    vec = tokens[inside].mean(axis=0)
+                    rows.append(vec / max(float(np.linalg.norm(vec)), 1e-12))
+                    kept.append((text, tags))
+            if not rows:
+                continue
+            pair = self._pair_similarity(np.stack(rows).astype(np.float32),
+                                         np.array([g for _, g in kept], dtype=np.int64), phrases)
+            block = np.maximum.reduceat(pair, phrases.starts, axis=1)
+            arg = block.argmax(axis=0)
+            sims[i] = block[arg, np.arange(len(ids))]
+            best[i] = [kept[k][0] for k in arg]
+        return ConceptSimilarities(ids, np.clip(sims, 0.0, 1.0), best)
+
+    def explain(self, question: Question, sims: np.ndarray, best: list[str], graph: nx.DiGraph | None = None,
+                text: str | None = None) -> tuple[float, list[str], list[str], dict[str, Any]]:
+        """S_KG, matched ids, missing ids and the explanation keys for one answer's similarities. With the
+        answer's ``text``, each concept's span is quoted from it, with its ``start``/``end`` characters."""
         graph = graph if graph is not None else rubric_graph(question)
         ids = [c.id for c in question.concepts]
         matched = [cid for cid, s in zip(ids, sims, strict=True) if s >= self.threshold]
@@ -158,6 +203,10 @@ class KGGrader(Grader):
         s_kg = kg_score(graph, set(matched), self.edge_bonus)
         entry = {cid: {"id": cid, "span": span, "similarity": round(float(s), 4)}
                  for cid, s, span in zip(ids, sims, best, strict=True)}
+        for e in entry.values():
+            where = locate(text, e["span"]) if text is not None else None
+            if where is not None:
+                e.update(span=text[where[0]:where[1]], start=where[0], end=where[1])
         details = {
             "fraction": round(s_kg, 6),
             "s_kg": round(s_kg, 6),
@@ -172,8 +221,8 @@ class KGGrader(Grader):
         graph = rubric_graph(question)
         found = self.concept_similarities(question, [a.text for a in answers])
         results = []
-        for sims, best in zip(found.similarity, found.best_span, strict=True):
-            s_kg, matched, missing, details = self.explain(question, sims, best, graph)
+        for answer, sims, best in zip(answers, found.similarity, found.best_span, strict=True):
+            s_kg, matched, missing, details = self.explain(question, sims, best, graph, answer.text)
             results.append(GradeResult(points=to_points(s_kg, question.max_points, question.granularity),
                                        max_points=question.max_points, matched=matched, missing=missing,
                                        details=details))
