@@ -5,7 +5,7 @@ probability the reader gives it, accepted above ``verify_threshold``; when it is
 the most likely other class. Pass 2 reads **without the key**: the most likely class. A cell is
 accepted when both passes name the same character of the alphabet with calibrated probability of at
 least ``accept_threshold``; otherwise it is flagged (``empty``, ``crossed``, ``outside_alphabet``,
-``disagree`` or ``low_confidence``). Both thresholds and the softmax temperature are chosen on the
+``unreadable``, ``disagree`` or ``low_confidence``). Both thresholds and the softmax temperature are chosen on the
 validation fonts when the reader is trained (:mod:`htr.cells.train`) and stored in its weights file.
 """
 
@@ -20,7 +20,6 @@ import numpy as np
 from htr.cells.data import CHARS, CLASSES, CROSSED, EMPTY, to_input
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "cells" / "cells.safetensors"
-FLAGS = ("empty", "crossed", "outside_alphabet", "disagree", "low_confidence")
 
 
 def allowed_classes(alphabet: str) -> np.ndarray:
@@ -68,6 +67,8 @@ def flag_cell(pass1: str, pass2: str, alphabet: str, confidence: float, accept_t
         return "empty"
     if pass2 == CROSSED:
         return "crossed"
+    if pass2 not in CLASSES or pass1 not in CLASSES:  # e.g. a language model's reply that could not be aligned
+        return "unreadable"
     if pass2 not in alphabet:
         return "outside_alphabet"
     if pass1 != pass2:

@@ -51,9 +51,14 @@ def figures(truth: list[str], pass2: list[str], accepted: list[bool]) -> dict[st
     correct = sum(t == p for t, p in zip(truth, pass2, strict=True))
     acc = sum(accepted)
     err_acc = sum(a and t != p for t, p, a in zip(truth, pass2, accepted, strict=True))
+    written = [i for i, t in enumerate(truth) if t not in (EMPTY, CROSSED)]
+    flagged_written = sum(not accepted[i] for i in written)
+    blank = [i for i in range(n) if truth[i] in (EMPTY, CROSSED)]
     return {"n": n, "accuracy": correct / max(n, 1), "errors": n - correct, "accepted": acc,
             "share_accepted": acc / max(n, 1), "errors_accepted": err_acc,
-            "error_among_accepted": err_acc / max(acc, 1), "share_flagged": 1 - acc / max(n, 1)}
+            "error_among_accepted": err_acc / max(acc, 1), "share_flagged": 1 - acc / max(n, 1),
+            "n_written": len(written), "share_flagged_written": flagged_written / max(len(written), 1),
+            "n_empty_or_crossed": len(blank), "empty_or_crossed_flagged": sum(not accepted[i] for i in blank)}
 
 
 def eval_cells(reader: CellReader, fonts, alphabet: str, n: int, rng: np.random.Generator, cfg: DictConfig) -> dict:
@@ -192,11 +197,14 @@ def table1(parts: dict[str, dict]) -> str:
              "tables_sklearn_digits": "scikit-learn real digits in digit tables, scanned pages (end to end)",
              "tables_letters": "held-out fonts, letter tables on scanned pages (end to end)"}
     lines = ["| reader / test set | cells | recognition (single pass) | errors | accepted | errors among accepted "
-             "| flagged |", "|---|---|---|---|---|---|---|"]
+             "| flagged (all cells) | flagged (written cells) | empty/crossed flagged |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for k, f in parts.items():
         lines.append(f"| {names[k]} | {f['n']} | {100 * f['accuracy']:.2f} % | {f['errors']} | "
                      f"{100 * f['share_accepted']:.2f} % | {f['errors_accepted']} "
-                     f"({100 * f['error_among_accepted']:.3f} %) | {100 * f['share_flagged']:.2f} % |")
+                     f"({100 * f['error_among_accepted']:.3f} %) | {100 * f['share_flagged']:.2f} % | "
+                     f"{100 * f['share_flagged_written']:.2f} % | "
+                     f"{f['empty_or_crossed_flagged']} / {f['n_empty_or_crossed']} |")
     return "\n".join(lines) + "\n"
 
 

@@ -40,7 +40,7 @@ from inkgrade.tables.scans import load_page, page_sources, scan_files
 CELL_COLUMNS = ("student_id", "table_id", "item_id", "pass1", "pass2", "accepted", "flag", "confidence")
 GRADE_COLUMNS = ("student_id", "item_id", "run", "points", "max_points", "problem_type")
 DIGITS = "0123456789"
-FLAG_RISK = {"disagree": 0.95, "crossed": 0.9, "outside_alphabet": 0.9, "empty": 0.85, "low_confidence": 0.8,
+FLAG_RISK = {"disagree": 0.95, "unreadable": 0.95, "crossed": 0.9, "outside_alphabet": 0.9, "empty": 0.85, "low_confidence": 0.8,
              "unidentified": 0.95}
 
 

@@ -21,7 +21,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from inkbase.errors import InputError
 
@@ -51,6 +51,9 @@ class Table(BaseModel):
 
     @model_validator(mode="after")
     def _inside_page(self) -> Table:
+        items = [c.item_id for c in self.cells]
+        if len(set(items)) != len(items):
+            raise ValueError("an item_id appears twice")
         w, h = self.page_size
         if w <= 0 or h <= 0:
             raise ValueError(f"page_size {list(self.page_size)} must be positive")
@@ -68,19 +71,20 @@ class Layout(BaseModel):
     alphabet: str = Field(min_length=1)
     tables: list[Table] = Field(min_length=1)
 
+    @field_validator("alphabet")
+    @classmethod
+    def _alphabet(cls, value: str) -> str:
+        if len(set(value)) != len(value) or not all(c.isascii() and c.isalnum() and not c.islower() for c in value):
+            raise ValueError(f"{value!r}: expected distinct capital letters and/or digits")
+        return value
+
     @model_validator(mode="after")
     def _unique(self) -> Layout:
-        if len(set(self.alphabet)) != len(self.alphabet) or not all(c.isascii() and c.isalnum() and not c.islower()
-                                                                     for c in self.alphabet):
-            raise ValueError(f"alphabet {self.alphabet!r}: expected distinct capital letters and/or digits")
         seen: set[str] = set()
         for t in self.tables:
             if t.id in seen:
                 raise ValueError(f"table id {t.id!r} appears twice")
             seen.add(t.id)
-            items = [c.item_id for c in t.cells]
-            if len(set(items)) != len(items):
-                raise ValueError(f"table {t.id!r}: an item_id appears twice")
         return self
 
     def table(self, table_id: str) -> Table:
