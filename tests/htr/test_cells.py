@@ -91,7 +91,7 @@ def test_shipped_reader_reads_clear_letters():
     crops.append(compose_cell(None, rng, stray_prob=0))
     probs = reader.probs(crops)
     read = [CLASSES[i] for i in probs.argmax(1)]
-    assert sum(r == c for r, c in zip(read, letters, strict=True)) >= len(letters) - 1
+    assert sum(r == c for r, c in zip(read[:-1], letters, strict=True)) >= len(letters) - 1
     assert read[-1] == EMPTY
     assert np.allclose(probs.sum(1), 1, atol=1e-4)
     assert to_input(crops[0]).shape == (INPUT_SIZE, INPUT_SIZE)

@@ -218,22 +218,29 @@ def test_grading_run_outputs_store_and_resume(exam, capsys, monkeypatch):
         assert {p["status"] for p in store.pages()} == {"assigned", "needs_identity"}
 
 
-@needs_weights
-def test_cli_end_to_end_and_bad_key(exam):
-    script = REPO / "scripts" / "grade_tables.py"
+def run_cli(*args: str) -> subprocess.CompletedProcess:
     env = {"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, str(REPO / "scripts" / "grade_tables.py"), *args], capture_output=True,
+                          text=True, env=env, timeout=300)
+
+
+def test_cli_bad_key_is_one_line_naming_file_and_field(exam):
     bad = write_json(exam["dir"] / "bad_key.json", {"t1": {"q1": "Q"}})
-    done = subprocess.run([sys.executable, str(script), f"scans={exam['scans']}", f"layout={exam['layout']}",
-                           f"key={bad}", f"out_dir={exam['dir'] / 'bad'}"], capture_output=True, text=True, env=env,
-                          timeout=300)
+    done = run_cli(f"scans={exam['scans']}", f"layout={exam['layout']}", f"key={bad}", f"out_dir={exam['dir'] / 'bad'}")
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1] == f"error: {bad}: t1.q1: 'Q' is not a letter of the alphabet 'ABCDEFGH'"
-    done = subprocess.run([sys.executable, str(script), f"scans={exam['scans']}", f"layout={exam['layout']}",
-                           f"key={exam['key']}", f"out_dir={exam['dir'] / 'cli'}", "progress=false"],
-                          capture_output=True, text=True, env=env, timeout=300)
+    assert not (exam["dir"] / "bad" / "run.json").exists()  # refused before any run started
+
+
+@pytest.mark.slow  # the same run in-process is test_grading_run_outputs_store_and_resume
+@needs_weights
+def test_cli_end_to_end(exam):
+    done = run_cli(f"scans={exam['scans']}", f"layout={exam['layout']}", f"key={exam['key']}",
+                   f"out_dir={exam['dir'] / 'cli'}", "progress=false")
     assert done.returncode == 0, done.stderr[-2000:]
     metrics = json.loads((exam["dir"] / "cli" / "metrics.json").read_text())
     assert metrics["scripts"] == 3 and metrics["cells"] == 16
+    assert len(list((exam["dir"] / "cli" / "selfcheck").glob("*.png"))) == 2  # the blank page has no table
 
 
 # ---------------------------------------------------------------- a vision LLM as a pass

@@ -21,7 +21,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from htr.cells.data import CHARS, CLASSES, CROSSED, EMPTY, cell_fonts, load_mnist, render_set
-from htr.cells.model import CellNet, save_reader
+from htr.cells.model import CellNet, load_reader, save_reader
 from htr.cells.reader import allowed_classes, decide_many
 from inkbase.jsonio import JsonlAppender, read_jsonl
 from inkbase.runs import start_run
@@ -165,6 +165,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     torch.manual_seed(cfg.seed)
     model = CellNet(len(CLASSES), cfg.model.width)
+    if cfg.trainer.get("init_weights"):  # a second stage continues from a finished reader
+        model.load_state_dict(load_reader(cfg.trainer.init_weights)[0].state_dict())
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.trainer.lr, weight_decay=cfg.trainer.weight_decay)
     steps_per_epoch = (len(xtr) + cfg.trainer.batch_size - 1) // cfg.trainer.batch_size
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.trainer.lr, total_steps=cfg.trainer.epochs * steps_per_epoch)
