@@ -43,11 +43,17 @@ def test_key_letter_below_the_verify_threshold_disagrees():
     assert (read.pass1, read.pass2, read.flag, read.accepted) == ("D", "B", "disagree", False)
 
 
+def test_key_verified_by_pass_one_needs_no_second_threshold():
+    # 0.7 for the key A passes the verify threshold 0.6; the accept threshold only guards other readings.
+    assert two_pass(probs_for(A=0.7, C=0.3), "A", "ABCD", 0.6, 0.9).accepted
+    assert two_pass(probs_for(C=0.7, A=0.3), "A", "ABCD", 0.6, 0.9).flag == "low_confidence"
+
+
 @pytest.mark.parametrize("probs, flag", [
     (probs_for(empty=0.99), "empty"),
     (probs_for(crossed=0.99), "crossed"),
     (probs_for(G=0.99), "outside_alphabet"),
-    (probs_for(A=0.7, C=0.3), "low_confidence"),
+    (probs_for(B=0.7, C=0.3), "low_confidence"),
 ])
 def test_flags(probs, flag):
     read = two_pass(probs, "A", "ABCD", 0.6, 0.9)

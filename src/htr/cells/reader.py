@@ -3,8 +3,9 @@
 Pass 1 reads **with the key**: it asks whether the expected character is there, as the calibrated
 probability the reader gives it, accepted above ``verify_threshold``; when it is not, pass 1 reports
 the most likely other class. Pass 2 reads **without the key**: the most likely class. A cell is
-accepted when both passes name the same character of the alphabet with calibrated probability of at
-least ``accept_threshold``; otherwise it is flagged (``empty``, ``crossed``, ``outside_alphabet``,
+accepted when both passes name the same character of the alphabet and either that character is the
+key (pass 1 verified it) or pass 2 gives it a calibrated probability of at least ``accept_threshold``
+(a reading that differs from the key has no verification behind it); otherwise it is flagged (``empty``, ``crossed``, ``outside_alphabet``,
 ``unreadable``, ``disagree`` or ``low_confidence``). Both thresholds and the softmax temperature are chosen on the
 validation fonts when the reader is trained (:mod:`htr.cells.train`) and stored in its weights file.
 """
@@ -60,7 +61,8 @@ def pass_with_key(p: np.ndarray, key: str | None, verify_threshold: float) -> st
     return CLASSES[int(np.argmax(others))]
 
 
-def flag_cell(pass1: str, pass2: str, alphabet: str, confidence: float, accept_threshold: float) -> str:
+def flag_cell(pass1: str, pass2: str, alphabet: str, confidence: float, accept_threshold: float,
+              key: str | None = None) -> str:
     """Why a cell goes to review (``""``: accepted). ``confidence`` is pass 2's calibrated probability
     (NaN when pass 2 gives none, e.g. a language model)."""
     if pass2 == EMPTY:
@@ -73,7 +75,7 @@ def flag_cell(pass1: str, pass2: str, alphabet: str, confidence: float, accept_t
         return "outside_alphabet"
     if pass1 != pass2:
         return "disagree"
-    if not np.isnan(confidence) and confidence < accept_threshold:
+    if pass2 != key and not np.isnan(confidence) and confidence < accept_threshold:
         return "low_confidence"
     return ""
 
@@ -84,7 +86,7 @@ def two_pass(probs: np.ndarray, key: str | None, alphabet: str, verify_threshold
     p = restrict(probs, alphabet)
     a = int(np.argmax(p))
     pass1 = pass_with_key(p, key, verify_threshold)
-    flag = flag_cell(pass1, CLASSES[a], alphabet, float(p[a]), accept_threshold)
+    flag = flag_cell(pass1, CLASSES[a], alphabet, float(p[a]), accept_threshold, key)
     return CellRead(pass1, CLASSES[a], flag == "", flag, float(p[a]))
 
 
@@ -100,7 +102,7 @@ def decide_many(probs: np.ndarray, keys: np.ndarray, alphabet_mask: np.ndarray, 
     others = probs.copy()
     others[np.arange(n), keys] = -1.0
     pass1 = np.where(verified, keys, others.argmax(1))
-    accepted = (pass1 == a) & alphabet_mask[a] & (conf >= accept_threshold)
+    accepted = (pass1 == a) & alphabet_mask[a] & ((a == keys) | (conf >= accept_threshold))
     return accepted, a
 
 

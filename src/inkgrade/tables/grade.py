@@ -312,8 +312,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 keys = list(ident.student_id) if ident and ident.student_id else [None] * len(tr.crops)
             else:
                 keys = [key.get(tr.table.id, {}).get(c.item_id) for c in tr.table.cells]
-            for cell, (p1, p2, conf) in zip(tr.table.cells, passes.read(tr, alphabet, keys, cell_source[tr.table.id]), strict=True):
-                flag = flag_cell(p1, p2, alphabet, conf, reader.accept_threshold)
+            read = passes.read(tr, alphabet, keys, cell_source[tr.table.id])
+            for cell, expected, (p1, p2, conf) in zip(tr.table.cells, keys, read, strict=True):
+                flag = flag_cell(p1, p2, alphabet, conf, reader.accept_threshold, expected)
                 if is_id and not flag and ident is not None and ident.student_id is None:
                     flag = "unidentified"
                 tr.cells.append({"script": script, "source": cell_source[tr.table.id], "student_id": student_id,
