@@ -120,34 +120,63 @@ def _e2e_figures(out: Path, truth: dict[tuple[str, str], str], table_ids: set[st
     return fig
 
 
-def eval_sklearn_tables(folder: Path, cfg: DictConfig, rng: np.random.Generator) -> dict:
+def _sklearn_scripts(target: np.ndarray, keys: list[str], right: float | None, rng: np.random.Generator,
+                     ) -> list[list[int]]:
+    """The 1,797 digits laid out ten per script. ``right=None``: in dataset order (a digit matches its
+    column's key about one time in ten); else each cell takes a digit equal to its column's key with
+    probability ``right`` while such digits last."""
+    per = len(keys)
+    if right is None:
+        return [list(range(s, min(s + per, len(target)))) for s in range(0, len(target), per)]
+    pools = {d: list(rng.permutation(np.flatnonzero(target == d))) for d in range(10)}
+    scripts: list[list[int]] = []
+    left = len(target)
+    while left:
+        row = []
+        for j in range(min(per, left)):
+            want = int(keys[j])
+            if not (rng.random() < right and pools[want]):
+                others = [d for d in pools if pools[d] and d != want] or [want]
+                want = int(rng.choice(others))
+            row.append(int(pools[want].pop()))
+            left -= 1
+        scripts.append(row)
+    return scripts
+
+
+def eval_sklearn_tables(folder: Path, cfg: DictConfig, rng: np.random.Generator, prefix: str = "sk",
+                        right: float | None = None) -> dict:
     glyphs, target = sklearn_glyphs()
     per = 10
     lay = demo_layout(n_items=per, id_digits=0, alphabet=DIGITS)
-    (folder / "sk_layout.json").write_text(json.dumps(lay))
+    (folder / f"{prefix}_layout.json").write_text(json.dumps(lay))
     layout = Layout.model_validate(lay)
-    order = np.arange(len(glyphs))
-    scripts, keys, truth = [], {}, {}
-    for s in range(0, len(order), per):
-        idx = order[s:s + per]
+    if right is None:
+        # One key for the whole class (as in an exam), drawn at random per column.
+        keys = [str(rng.integers(0, 10)) for _ in range(per)]
+    else:
+        keys = [str(d) for d in rng.permutation(10)]
+    rows = _sklearn_scripts(target, keys, right, rng)
+    scripts, truth = [], {}
+    for s, idx in enumerate(rows):
         scripts.append({"t1": [f"@{i}" for i in idx]})
         for j, i in enumerate(idx):
-            truth[(str(s // per), f"q{j + 1}")] = str(target[i])
-    # One key for the whole class (as in an exam); per-script right/wrong comes from the digits written.
-    for j in range(per):
-        keys[f"q{j + 1}"] = str(rng.integers(0, 10))
-    (folder / "sk_key.json").write_text(json.dumps({"t1": keys}))
+            truth[(str(s), f"q{j + 1}")] = str(target[i])
+    (folder / f"{prefix}_key.json").write_text(json.dumps({"t1": {f"q{j + 1}": k for j, k in enumerate(keys)}}))
 
     def write(ch: str, rng: np.random.Generator) -> np.ndarray:
         return glyphs[int(ch[1:])]
 
-    scans = folder / "sk_scans"
+    scans = folder / f"{prefix}_scans"
     if not scans.exists():  # rendered into a temporary folder first, so a cut-short rendering is redone
-        write_scans(folder / "sk_scans.tmp", layout, scripts, write, rng, ext=".jpg")
-        (folder / "sk_scans.tmp").rename(scans)
-    out = folder / "sk_grade"
-    _run_grade(scans, folder / "sk_layout.json", folder / "sk_key.json", out, cfg)
-    return _e2e_figures(out, truth, {"t1"})
+        write_scans(folder / f"{prefix}_scans.tmp", layout, scripts, write, rng, ext=".jpg")
+        (folder / f"{prefix}_scans.tmp").rename(scans)
+    out = folder / f"{prefix}_grade"
+    _run_grade(scans, folder / f"{prefix}_layout.json", folder / f"{prefix}_key.json", out, cfg)
+    fig = _e2e_figures(out, truth, {"t1"})
+    fig["share_key_right"] = sum(truth[(str(s), f"q{j + 1}")] == keys[j] for s, idx in enumerate(rows)
+                                 for j in range(len(idx))) / len(target)
+    return fig
 
 
 def eval_letter_tables(folder: Path, cfg: DictConfig, rng: np.random.Generator, fonts) -> dict:
@@ -194,7 +223,10 @@ def eval_letter_tables(folder: Path, cfg: DictConfig, rng: np.random.Generator, 
 def table1(parts: dict[str, dict]) -> str:
     names = {"cells_letters": "cell reader, held-out fonts, letters A-Z (single cells)",
              "cells_digits": "cell reader, held-out fonts, digits 0-9 (single cells)",
-             "tables_sklearn_digits": "scikit-learn real digits in digit tables, scanned pages (end to end)",
+             "tables_sklearn_digits": "scikit-learn real digits in digit tables, scanned pages (end to end), "
+                                      "random key per column",
+             "tables_sklearn_digits_key75": "scikit-learn real digits in digit tables, scanned pages (end to end), "
+                                            "key right for about 75 % of cells",
              "tables_letters": "held-out fonts, letter tables on scanned pages (end to end)"}
     lines = ["| reader / test set | cells | recognition (single pass) | errors | accepted | errors among accepted "
              "| flagged (all cells) | flagged (written cells) | empty/crossed flagged |",
@@ -213,16 +245,18 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     reader = CellReader(cfg.get("weights"))
     fonts = cell_fonts("test", cfg.fonts_dir)
     parts: dict[str, dict] = {}
-    jobs = {
-        "cells_letters": lambda rng: eval_cells(reader, fonts, LETTERS, cfg.cells.n_letters, rng, cfg),
-        "cells_digits": lambda rng: eval_cells(reader, fonts, DIGITS, cfg.cells.n_digits, rng, cfg),
-        "tables_sklearn_digits": lambda rng: eval_sklearn_tables(folder.path, cfg, rng),
-        "tables_letters": lambda rng: eval_letter_tables(folder.path, cfg, rng, fonts),
+    jobs = {  # name: (seed offset, job)
+        "cells_letters": (0, lambda rng: eval_cells(reader, fonts, LETTERS, cfg.cells.n_letters, rng, cfg)),
+        "cells_digits": (1, lambda rng: eval_cells(reader, fonts, DIGITS, cfg.cells.n_digits, rng, cfg)),
+        "tables_sklearn_digits": (2, lambda rng: eval_sklearn_tables(folder.path, cfg, rng)),
+        "tables_sklearn_digits_key75": (4, lambda rng: eval_sklearn_tables(folder.path, cfg, rng, "sk75",
+                                                                           cfg.key_right_share)),
+        "tables_letters": (3, lambda rng: eval_letter_tables(folder.path, cfg, rng, fonts)),
     }
-    for i, (name, job) in enumerate(jobs.items()):
+    for name, (offset, job) in jobs.items():
         path = folder.file(f"{name}.json")
         if not path.exists():
-            write_json(path, job(np.random.default_rng(cfg.seed + i)))
+            write_json(path, job(np.random.default_rng(cfg.seed + offset)))
         parts[name] = read_json(path)
     (folder.file("table1.md")).write_text(table1(parts), encoding="utf-8")
     metrics = {**parts, "test_fonts": [f.name for f in fonts], "weights": str(reader.path),
