@@ -291,3 +291,9 @@ def test_pdf_pages_render_at_the_layout_width_and_tables_are_found(tmp_path):
     for _, gray in got:
         assert abs(gray.shape[1] - 1240) <= 1
         assert find_table(gray, layout.tables[1]).found
+
+
+def test_id_digits_are_read_among_digits_only():
+    # The first cell looks more like the letter D than like 0: in an ID table only digits count.
+    p = digit_probs("033553", override={0: {"D": 0.9, "0": 0.09}})
+    assert match_id(p, ["033553", "113355"]).student_id == "033553"

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from htr.cells.data import CLASSES
+from htr.cells.reader import restrict
 
 
 @dataclass(frozen=True)
@@ -29,9 +30,10 @@ class IdMatch:
 
 def match_id(digit_probs: np.ndarray, roster_ids: list[str], min_posterior: float = 0.99,
              min_digit_prob: float = 0.1) -> IdMatch:
-    """``digit_probs``: (n_cells, len(CLASSES)) calibrated probabilities of the ID table's cells."""
+    """``digit_probs``: (n_cells, len(CLASSES)) calibrated probabilities of the ID table's cells, over the
+    classes a digit table allows (digits, empty, crossed; :func:`htr.cells.reader.restrict`)."""
     idx = [CLASSES.index(str(d)) for d in range(10)]
-    p = np.clip(digit_probs[:, idx], 1e-9, 1.0)
+    p = np.clip(restrict(digit_probs, "0123456789")[:, idx], 1e-9, 1.0)
     read = "".join(str(int(i)) for i in p.argmax(1))
     logp = np.log(p)
     cands = [r for r in roster_ids if len(r) == len(p) and r.isdigit()]
