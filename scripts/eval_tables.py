@@ -1,0 +1,16 @@
+"""Evaluate the answer-table reader (Table 1 of seed 004); writes table1.md and metrics.json into out_dir.
+
+python scripts/eval_tables.py out_dir=<dir> [weights=<cells.safetensors>] [fonts_dir=<npm prefix>]
+"""
+
+from inkbase.cli import hydra_entry
+from inkgrade.tables import evaluate
+
+
+@hydra_entry("eval_tables")
+def main(cfg):
+    evaluate.run(cfg)
+
+
+if __name__ == "__main__":
+    main()

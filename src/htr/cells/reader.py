@@ -1,0 +1,142 @@
+"""Load the shipped cell reader and read cells in two passes (seed 004's two-pass validation).
+
+Pass 1 reads **with the key**: it asks whether the expected character is there, as the calibrated
+probability the reader gives it, accepted above ``verify_threshold``; when it is not, pass 1 reports
+the most likely other class. Pass 2 reads **without the key**: the most likely class. A cell is
+accepted when both passes name the same character of the alphabet and either that character is the
+key (pass 1 verified it) or pass 2 gives it a calibrated probability of at least ``accept_threshold``
+(a reading that differs from the key has no verification behind it); otherwise it is flagged (``empty``, ``crossed``, ``outside_alphabet``,
+``unreadable``, ``disagree`` or ``low_confidence``). Both thresholds and the softmax temperature are chosen on the
+validation fonts when the reader is trained (:mod:`htr.cells.train`) and stored in its weights file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from htr.cells.data import CHARS, CLASSES, CROSSED, EMPTY, to_input
+
+DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "cells" / "cells.safetensors"
+
+
+def allowed_classes(alphabet: str) -> np.ndarray:
+    """Indices the reader may answer for a table with ``alphabet``: every character of the same kind
+    (letters and/or digits, so a letter outside a short alphabet is seen and flagged) plus empty and crossed."""
+    kinds = {c.isdigit() for c in alphabet}
+    chars = [c for c in CHARS if c.isdigit() in kinds]
+    return np.asarray([CLASSES.index(c) for c in chars] + [CLASSES.index(EMPTY), CLASSES.index(CROSSED)])
+
+
+@dataclass(frozen=True)
+class CellRead:
+    pass1: str
+    pass2: str
+    accepted: bool
+    flag: str
+    confidence: float
+
+
+def restrict(probs: np.ndarray, alphabet: str) -> np.ndarray:
+    """Probabilities over :data:`CLASSES` renormalised to the classes allowed for ``alphabet``."""
+    mask = np.zeros(len(CLASSES), bool)
+    mask[allowed_classes(alphabet)] = True
+    p = np.where(mask, probs, 0.0)
+    return p / np.maximum(p.sum(axis=-1, keepdims=True), 1e-12)
+
+
+def pass_with_key(p: np.ndarray, key: str | None, verify_threshold: float) -> str:
+    """Pass 1 on restricted probabilities ``p``: ``key`` if its probability reaches ``verify_threshold``,
+    else the most likely other class (the argmax when there is no key)."""
+    if key is None or key not in CLASSES:
+        return CLASSES[int(np.argmax(p))]
+    k = CLASSES.index(key)
+    if p[k] >= verify_threshold:
+        return key
+    others = p.copy()
+    others[k] = -1.0
+    return CLASSES[int(np.argmax(others))]
+
+
+def flag_cell(pass1: str, pass2: str, alphabet: str, confidence: float, accept_threshold: float,
+              key: str | None = None) -> str:
+    """Why a cell goes to review (``""``: accepted). ``confidence`` is pass 2's calibrated probability
+    (NaN when pass 2 gives none, e.g. a language model)."""
+    if pass2 == EMPTY:
+        return "empty"
+    if pass2 == CROSSED:
+        return "crossed"
+    if pass2 not in CLASSES or pass1 not in CLASSES:  # e.g. a language model's reply that could not be aligned
+        return "unreadable"
+    if pass2 not in alphabet:
+        return "outside_alphabet"
+    if pass1 != pass2:
+        return "disagree"
+    if pass2 != key and not np.isnan(confidence) and confidence < accept_threshold:
+        return "low_confidence"
+    return ""
+
+
+def two_pass(probs: np.ndarray, key: str | None, alphabet: str, verify_threshold: float,
+             accept_threshold: float) -> CellRead:
+    """Decide one cell from its class probabilities (over :data:`CLASSES`), both passes by the reader."""
+    p = restrict(probs, alphabet)
+    a = int(np.argmax(p))
+    pass1 = pass_with_key(p, key, verify_threshold)
+    flag = flag_cell(pass1, CLASSES[a], alphabet, float(p[a]), accept_threshold, key)
+    return CellRead(pass1, CLASSES[a], flag == "", flag, float(p[a]))
+
+
+def decide_many(probs: np.ndarray, keys: np.ndarray, alphabet_mask: np.ndarray, verify_threshold: float,
+                accept_threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Vectorised :func:`two_pass` for calibration: ``probs`` already restricted, ``keys`` class indices,
+    ``alphabet_mask`` (n_classes,) marks the alphabet. Returns (accepted, pass2 indices)."""
+    n = len(probs)
+    a = probs.argmax(1)
+    conf = probs[np.arange(n), a]
+    pk = probs[np.arange(n), keys]
+    verified = pk >= verify_threshold
+    others = probs.copy()
+    others[np.arange(n), keys] = -1.0
+    pass1 = np.where(verified, keys, others.argmax(1))
+    accepted = (pass1 == a) & alphabet_mask[a] & ((a == keys) | (conf >= accept_threshold))
+    return accepted, a
+
+
+class CellReader:
+    """The trained cell reader; ``weights=None`` loads the shipped file."""
+
+    def __init__(self, weights: str | Path | None = None):
+        import torch
+
+        from htr.cells.model import load_reader
+
+        self.path = Path(weights) if weights else DEFAULT_WEIGHTS
+        self.model, meta = load_reader(self.path)
+        cal: dict[str, Any] = meta["calibration"]
+        self.temperature = float(cal.get("temperature", 1.0))
+        self.verify_threshold = float(cal.get("verify_threshold", 0.5))
+        self.accept_threshold = float(cal.get("accept_threshold", 0.5))
+        self._torch = torch
+
+    def probs_from_inputs(self, x: np.ndarray, batch: int = 512) -> np.ndarray:
+        """Calibrated probabilities over :data:`CLASSES` for (N, 32, 32) inputs in [0, 1]."""
+        torch = self._torch
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(x), batch):
+                t = torch.from_numpy(np.ascontiguousarray(x[i:i + batch], np.float32))[:, None]
+                out.append(torch.softmax(self.model(t) / self.temperature, dim=1).numpy())
+        return np.concatenate(out) if out else np.zeros((0, len(CLASSES)), np.float32)
+
+    def probs(self, crops: list[np.ndarray]) -> np.ndarray:
+        """Calibrated probabilities for grey cell crops (the cell box plus :data:`CROP_MARGIN` around it)."""
+        if not crops:
+            return np.zeros((0, len(CLASSES)), np.float32)
+        return self.probs_from_inputs(np.stack([to_input(c) for c in crops]))
+
+    def read(self, probs: np.ndarray, key: str | None, alphabet: str) -> CellRead:
+        return two_pass(probs, key, alphabet, self.verify_threshold, self.accept_threshold)

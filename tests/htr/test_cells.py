@@ -1,0 +1,103 @@
+"""The cell reader: rendered training cells, the weights file, and the two-pass decision."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from htr.cells.data import (
+    CLASSES,
+    CROSSED,
+    EMPTY,
+    INPUT_SIZE,
+    cell_fonts,
+    compose_cell,
+    font_glyph,
+    render_set,
+    to_input,
+)
+from htr.cells.reader import DEFAULT_WEIGHTS, CellReader, two_pass
+
+
+def probs_for(**share: float) -> np.ndarray:
+    """A probability vector over CLASSES with the given shares (``EMPTY``/``CROSSED`` as ``empty``/``crossed``)."""
+    p = np.full(len(CLASSES), 1e-6)
+    for name, v in share.items():
+        p[CLASSES.index({"empty": EMPTY, "crossed": CROSSED}.get(name, name))] = v
+    return p / p.sum()
+
+
+def test_agreement_is_accepted():
+    read = two_pass(probs_for(B=0.99), "B", "ABCD", 0.9, 0.9)
+    assert (read.pass1, read.pass2, read.accepted, read.flag) == ("B", "B", True, "")
+
+
+def test_a_wrong_answer_read_clearly_is_accepted_as_wrong():
+    read = two_pass(probs_for(C=0.99), "B", "ABCD", 0.9, 0.9)
+    assert (read.pass1, read.pass2, read.accepted) == ("C", "C", True)
+
+
+def test_key_letter_below_the_verify_threshold_disagrees():
+    # Pass 2 says B, but pass 1 does not confirm the key B (0.6 < 0.9): the passes disagree.
+    read = two_pass(probs_for(B=0.6, D=0.4), "B", "ABCD", 0.9, 0.5)
+    assert (read.pass1, read.pass2, read.flag, read.accepted) == ("D", "B", "disagree", False)
+
+
+def test_key_verified_by_pass_one_needs_no_second_threshold():
+    # 0.7 for the key A passes the verify threshold 0.6; the accept threshold only guards other readings.
+    assert two_pass(probs_for(A=0.7, C=0.3), "A", "ABCD", 0.6, 0.9).accepted
+    assert two_pass(probs_for(C=0.7, A=0.3), "A", "ABCD", 0.6, 0.9).flag == "low_confidence"
+
+
+@pytest.mark.parametrize("probs, flag", [
+    (probs_for(empty=0.99), "empty"),
+    (probs_for(crossed=0.99), "crossed"),
+    (probs_for(G=0.99), "outside_alphabet"),
+    (probs_for(B=0.7, C=0.3), "low_confidence"),
+])
+def test_flags(probs, flag):
+    read = two_pass(probs, "A", "ABCD", 0.6, 0.9)
+    assert read.flag == flag and not read.accepted
+
+
+def test_digit_tables_never_answer_letters():
+    # O and 0 look alike: a digit table only considers digits (plus empty and crossed).
+    read = two_pass(probs_for(O=0.6, **{"0": 0.4}), "0", "0123456789", 0.5, 0.5)
+    assert read.pass2 == "0" and read.accepted
+
+
+def test_rendered_cells_have_the_requested_classes():
+    fonts = cell_fonts("train")
+    assert fonts, "the PyPI handwriting fonts are installed with the project"
+    x, y = render_set(fonts[:2], 40, np.random.default_rng(0), empty_share=0.25, crossed_share=0.25)
+    assert x.shape == (40, INPUT_SIZE, INPUT_SIZE) and x.dtype == np.uint8
+    labels = {CLASSES[i] for i in y}
+    assert EMPTY in labels and CROSSED in labels
+    empty = x[y == CLASSES.index(EMPTY)].astype(float)
+    written = x[(y != CLASSES.index(EMPTY)) & (y != CLASSES.index(CROSSED))].astype(float)
+    # An empty cell shows only its border; a written one has ink in the middle.
+    assert empty[:, 10:22, 10:22].mean() < written[:, 10:22, 10:22].mean()
+
+
+def test_split_is_by_family_and_disjoint():
+    names = {s: {f.family.lower() for f in cell_fonts(s)} for s in ("train", "val", "test")}
+    assert not names["train"] & names["test"] and not names["train"] & names["val"]
+    assert {"indie flower", "shadows into light"} <= names["test"]
+
+
+@pytest.mark.skipif(not DEFAULT_WEIGHTS.is_file(), reason="shipped weights missing")
+def test_shipped_reader_reads_clear_letters():
+    reader = CellReader()
+    assert DEFAULT_WEIGHTS.stat().st_size < 5_000_000
+    assert 0.5 <= reader.verify_threshold <= 1 and 0.5 <= reader.accept_threshold <= 1
+    font = next(f for f in cell_fonts("test") if f.family == "Indie Flower")  # a held-out hand
+    rng = np.random.default_rng(3)
+    letters = "ABCDEFGHKMRTXZ"
+    crops = [compose_cell(font_glyph(c, font, rng), rng, stray_prob=0) for c in letters]
+    crops.append(compose_cell(None, rng, stray_prob=0))
+    probs = reader.probs(crops)
+    read = [CLASSES[i] for i in probs.argmax(1)]
+    assert sum(r == c for r, c in zip(read[:-1], letters, strict=True)) >= len(letters) - 1
+    assert read[-1] == EMPTY
+    assert np.allclose(probs.sum(1), 1, atol=1e-4)
+    assert to_input(crops[0]).shape == (INPUT_SIZE, INPUT_SIZE)

@@ -1,0 +1,82 @@
+"""Training the cell reader end to end on a tiny set: weights file, calibration, resume."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from htr.cells.model import CellNet, load_reader, save_reader
+from htr.cells.train import fit_temperature, simulate_keys
+from inkbase.errors import InputError
+
+
+def test_weights_round_trip(tmp_path):
+    model = CellNet(width=8)
+    path = save_reader(tmp_path / "w.safetensors", model, {"temperature": 1.7, "verify_threshold": 0.9})
+    loaded, meta = load_reader(path)
+    assert meta["calibration"]["temperature"] == 1.7
+    x = np.random.default_rng(0).random((2, 1, 32, 32)).astype(np.float32)
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        assert np.allclose(model(torch.from_numpy(x)).numpy(), loaded(torch.from_numpy(x)).numpy(), atol=0.05)
+
+
+def test_missing_weights_name_the_file(tmp_path):
+    with pytest.raises(InputError, match="nope.safetensors"):
+        load_reader(tmp_path / "nope.safetensors")
+
+
+def test_temperature_undoes_overconfidence():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 5, 4000)
+    logits = rng.normal(0, 1, (4000, 5))
+    logits[np.arange(4000), y] += 1.0
+    assert fit_temperature(logits * 4, y) > 2.5  # logits scaled up 4x need a temperature near 4
+
+
+def test_simulated_keys_mix_right_and_wrong():
+    from htr.cells.data import CLASSES
+
+    y = np.asarray([CLASSES.index("A")] * 1000)
+    keys = simulate_keys(y, np.random.default_rng(0), 0.75)
+    share = float((keys == y).mean())
+    assert 0.7 < share < 0.8 and all(CLASSES[k].isalpha() for k in keys)
+
+
+def _cfg(tmp_path, *extra):
+    from inkbase.cli import compose
+
+    return compose("train_cells", [f"out_dir={tmp_path / 'run'}", "data.n_train=200", "data.n_val=120",
+                                   "trainer.epochs=2", "trainer.batch_size=64", "model.width=8",
+                                   f"data.cache_dir={tmp_path / 'cache'}", *extra])
+
+
+def test_missing_mnist_is_named(tmp_path):
+    from htr.cells import train
+    from inkbase.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="mnist"):
+        train.run(_cfg(tmp_path, "data.npm_dir=/nonexistent"))
+
+
+def test_train_tiny_run_and_resume(tmp_path, capsys):
+    from htr.cells import train
+
+    train.run(_cfg(tmp_path, "data.mnist_share=0"))
+    run = tmp_path / "run"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert [e["epoch"] for e in metrics["epochs"]] == [1, 2]
+    cal = metrics["calibration"]
+    assert cal["temperature"] > 0 and cal["n_val"] == 120
+    _, meta = load_reader(run / "cells.safetensors")
+    assert meta["calibration"]["accept_threshold"] == cal["accept_threshold"]
+    # Cut short after training: the rerun resumes from the checkpoint instead of training again.
+    (run / "metrics.json").unlink()
+    capsys.readouterr()
+    train.run(_cfg(tmp_path, "data.mnist_share=0"))
+    assert "epoch 1" not in capsys.readouterr().err
+    assert [e["epoch"] for e in json.loads((run / "metrics.json").read_text())["epochs"]] == [1, 2]
