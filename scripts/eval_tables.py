@@ -1,4 +1,4 @@
-"""Evaluate the answer-table reader (Table 1 of seed 004); writes table1.md and metrics.json into out_dir.
+"""Evaluate the answer-table reader (Table 1 of Grabowski & Canz); writes table1.md and metrics.json into out_dir.
 
 python scripts/eval_tables.py out_dir=<dir> [weights=<cells.safetensors>] [fonts_dir=<npm prefix>]
 """

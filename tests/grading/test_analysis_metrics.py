@@ -64,7 +64,7 @@ def test_within_target_sd_and_repeatability_coefficient():
     assert within_target_sd(SHROUT_FLEISS) ** 2 == pytest.approx(6.26, abs=0.005)
     # Pooled per-target sample variance is the same quantity, computed another way.
     assert within_target_sd(SHROUT_FLEISS) ** 2 == pytest.approx(SHROUT_FLEISS.var(axis=1, ddof=1).mean())
-    # Seed 001, section 4.1: S_w = 1.92 points gives RC = 5.33 points.
+    # Cvengros & Kortemeyer, section 4.1: S_w = 1.92 points gives RC = 5.33 points.
     assert RC_FACTOR * 1.92 == pytest.approx(5.33, abs=0.01)
 
 

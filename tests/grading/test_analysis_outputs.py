@@ -1,4 +1,4 @@
-"""Figures draw the numbers they claim; tables are laid out and rounded like seed 001's."""
+"""Figures draw the numbers they claim; tables are laid out and rounded like Cvengros & Kortemeyer's."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Seed 000's similarity grader: mapping of cosine to points, minimum similarity, empty answers, grade.py."""
+"""Wong's similarity grader: mapping of cosine to points, minimum similarity, empty answers, grade.py."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Answer tables (seed 004): layout and key files, grid finding, roster matching, the grading run."""
+"""Answer tables (Grabowski & Canz): layout and key files, grid finding, roster matching, the grading run."""
 
 from __future__ import annotations
 

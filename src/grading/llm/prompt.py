@@ -1,7 +1,7 @@
-"""The grading prompt (seed 003's LLM reasoning module) and the validation of its reply.
+"""The grading prompt (Lanke et al.'s LLM reasoning module) and the validation of its reply.
 
 The model returns ``{coherence, correctness, justification}`` (:class:`GradeReply`) with both scores in [0, 1];
-S_LLM is their mean. Scores outside [0, 1] are clamped and flagged (seed 001 saw over-max and
+S_LLM is their mean. Scores outside [0, 1] are clamped and flagged (Cvengros & Kortemeyer saw over-max and
 negative points from its model). ``PROMPT_VERSION`` is part of the reply-cache key: change it
 whenever the wording or the schema changes, so old replies are not reused for a new prompt.
 """

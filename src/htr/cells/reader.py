@@ -1,4 +1,4 @@
-"""Load the shipped cell reader and read cells in two passes (seed 004's two-pass validation).
+"""Load the shipped cell reader and read cells in two passes (Grabowski & Canz's two-pass validation).
 
 Pass 1 reads **with the key**: it asks whether the expected character is there, as the calibrated
 probability the reader gives it, accepted above ``verify_threshold``; when it is not, pass 1 reports

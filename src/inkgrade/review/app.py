@@ -117,7 +117,7 @@ def concept_list(entries: Any, labels: dict[str, str], spans: dict[str, str]) ->
 
 
 def score_empty_answers(store: ExamStore) -> int:
-    """Seed 000: an answer with nothing written scores 0 without review (status ``auto``, audited)."""
+    """Wong: an answer with nothing written scores 0 without review (status ``auto``, audited)."""
     rows = store.conn.execute(
         "SELECT answer_id, version FROM items WHERE status = 'unreviewed' AND points IS NULL "
         "AND kind = 'answer' AND TRIM(transcription) = ''").fetchall()

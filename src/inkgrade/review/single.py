@@ -1,4 +1,4 @@
-"""The single-answer page's engine (seed 003's front end): one uploaded answer image and a rubric in,
+"""The single-answer page's engine (Lanke et al.'s front end): one uploaded answer image and a rubric in,
 transcription, points, matched and missing concepts and a justification out.
 
 The image is read the way the pipeline reads an answer region (preprocess -> segment lines -> recognise)
@@ -132,7 +132,7 @@ class SingleAnswerEngine:
             if text:
                 result = self._grader.grade(question, [answer])[0]
                 points, matched, missing, details = result.points, result.matched, result.missing, result.details
-            else:  # seed 000: an empty answer scores 0 without asking the grader
+            else:  # Wong: an empty answer scores 0 without asking the grader
                 points, matched, missing = 0.0, [], [c.id for c in question.concepts]
                 details = {"flags": ["empty_answer"]}
             t3 = time.perf_counter()

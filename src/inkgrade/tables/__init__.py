@@ -1,4 +1,4 @@
-"""Letter-coded answer tables with two-pass validation (seed 004).
+"""Letter-coded answer tables with two-pass validation (Grabowski & Canz).
 
 ``layout`` reads and checks the layout and key files, ``grid`` finds each printed table on a scan and
 cuts its cells, ``identity`` matches a read student ID to the roster, ``grade`` runs the whole

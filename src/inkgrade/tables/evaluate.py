@@ -1,4 +1,4 @@
-"""Evaluation of the answer-table reader in seed 004's Table 1 layout (``scripts/eval_tables.py``).
+"""Evaluation of the answer-table reader in Grabowski & Canz's Table 1 layout (``scripts/eval_tables.py``).
 
 Parts, each written to the run folder as it finishes (a rerun resumes after the finished parts):
 

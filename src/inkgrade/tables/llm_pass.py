@@ -1,4 +1,4 @@
-"""A vision language model as one of the two passes (``pass1=llm`` / ``pass2=llm``), as in seed 004.
+"""A vision language model as one of the two passes (``pass1=llm`` / ``pass2=llm``), as in Grabowski & Canz.
 
 The rectified table image goes to the configured ``llm`` endpoint (any OpenAI-compatible chat API with
 image input) with the number of cells and the alphabet; pass 1 also gets the expected letters (the

@@ -1,4 +1,4 @@
-"""Seed 000's instructor workflow around the exam store (:mod:`inkgrade.store`).
+"""Wong's instructor workflow around the exam store (:mod:`inkgrade.store`).
 
 - :mod:`~inkgrade.workflow.scans`: scanned PDFs and images in, one grey page image at a time.
 - :mod:`~inkgrade.workflow.template`: the region template, its blank reference pages, which template

@@ -4,7 +4,7 @@ Each student's answers are written by hand (synthetic handwriting, one hand per 
 printed exam (:mod:`htr.synth.pages`); every page also carries the student's booklet code
 (:class:`~inkgrade.workflow.template.PageCode`), then is scanned (rotation, shift, scale, shading,
 noise, blur, JPEG). All pages are shuffled into one PDF (``scans.pdf``), or one shuffled PDF per
-student (``scans/<booklet>.pdf``). Written next to it: ``template.json`` (seed 000 regions),
+student (``scans/<booklet>.pdf``). Written next to it: ``template.json`` (Wong regions),
 ``blank.pdf`` (the unfilled exam, the alignment reference), ``roster.csv`` (with an ``email``
 column) and ``truth.jsonl`` (which student and template page each PDF page really is; the workflow
 never reads it, the measurement does).

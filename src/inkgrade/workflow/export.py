@@ -1,9 +1,9 @@
-"""``scripts/export_results.py``: the exam store's final points out, as seed 000's postprocessing does.
+"""``scripts/export_results.py``: the exam store's final points out, as Wong's postprocessing does.
 
 Writes into ``exam_dir``: ``report.csv`` and ``report.xlsx`` (one row per student: ``student_id``,
 ``name``, one column per question, ``total``), ``scored/<student_id>.pdf`` (the student's aligned pages
 with the points beside each answer region and the total on the first page), ``samples/{good,average,
-weak}/`` (seed 000 keeps Good, Average and Weak samples for quality control: here the best, the
+weak}/`` (Wong keeps Good, Average and Weak samples for quality control: here the best, the
 median-nearest and the weakest totals among students with a scored script, plus ``samples.csv``),
 and ``emails/<student_id>.eml`` (the scored PDF attached). With ``send=true`` the emails go out over
 SMTP, at most one per ``send_interval_s``; every send is recorded in the store's ``sent`` table at
@@ -118,7 +118,7 @@ def scored_pdf(store: ExamStore, student_id: str, regions: dict[str, list[dict[s
 
 
 def pick_samples(totals: dict[str, float], per_category: int) -> dict[str, list[str]]:
-    """Seed 000's Good / Average / Weak samples: the highest totals, those nearest the median, the lowest
+    """Wong's Good / Average / Weak samples: the highest totals, those nearest the median, the lowest
     (each student in one category at most; ties broken by student id)."""
     ranked = sorted(totals, key=lambda s: (-totals[s], s))
     good = ranked[:per_category]

@@ -11,7 +11,7 @@ the moment it is finished, so a crash or an interruption loses nothing finished)
 2. ``assign``  pages without an ID region follow their booklet's ID page (same printed booklet code,
                or the only ID page of the same file when each student has a PDF of their own).
 3. ``read``    answer crops of assigned pages: preprocess, segment lines, recognise; an empty answer is
-               an item with 0 points and status ``auto`` (seed 000), the others wait for grading.
+               an item with 0 points and status ``auto`` (Wong), the others wait for grading.
 4. ``grade``   the waiting items, question by question, with the configured grader.
 5. ``risk``    every item's risk and reason (:mod:`~inkgrade.workflow.risk`), IRT once enough students.
 """
@@ -278,7 +278,7 @@ def read_stage(exam: Exam, reader: RegionReader) -> int:
             if not region["text"]:
                 item.update(ai_points=0.0, status="auto", risk=0.0, risk_reason="empty answer: 0 points automatically",
                             details={"matched": [], "missing": [concept_entry(q, c.id) for c in q.concepts],
-                                     "justification": "No answer written: 0 points (seed 000).",
+                                     "justification": "No answer written: 0 points (Wong).",
                                      "flags": ["empty"], "fraction": 0.0, "lines": region["lines"]})
             else:
                 item["details"] = {"lines": region["lines"]}

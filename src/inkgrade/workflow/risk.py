@@ -6,7 +6,7 @@ Two sources, the larger wins and both are named in the reason:
   threshold (one word more or less flips it), a fraction within a tenth of a step of a rounding
   boundary, and partial credit itself (an answer between none and all of the rubric is where graders
   and humans disagree most);
-- with at least ``irt_min_students`` fully graded students, seed 001's IRT risk: a 2PL fitted to the
+- with at least ``irt_min_students`` fully graded students, Cvengros & Kortemeyer's IRT risk: a 2PL fitted to the
   AI's normalised points (:mod:`grading.analysis.irt`), ``Risk_ij = |s_ij - p_ij|``, how far the
   AI's grade lies from what the student's ability and the question's difficulty predict.
 

@@ -1,6 +1,6 @@
 """The exam's region template, its blank reference pages, and what a scanned page is.
 
-The template is seed 000's ``{"<page>": [{"x", "y", "width", "height", "label"}]}``; registering a scan
+The template is Wong's ``{"<page>": [{"x", "y", "width", "height", "label"}]}``; registering a scan
 needs the blank (unfilled) page it was printed from. These come from ``blank=`` (a PDF or images, one
 page per template page), else ``blank.pdf`` next to the template, else, when the template is exactly
 the one :func:`htr.synth.pages.layout_exam` prints for the rubric, from that layout.
