@@ -367,8 +367,8 @@ def ctc_loss(model, outputs, labels: torch.Tensor, image_shape: tuple[int, int, 
 
 # -------------------------------------------------------------------------------------------- datasets
 def _synthetic(cfg: DictConfig, bundle: HTRBundle, split: str, length: int, seed: int, max_len: int,
-               augment: bool = True) -> SyntheticLineDataset:
-    from htr.synth.fonts import list_fonts
+               augment: bool = True, printed_prob: float = 0.0) -> SyntheticLineDataset:
+    from htr.synth.fonts import list_fonts, printed_fonts
     from htr.synth.lines import AugmentConfig
     from htr.synth.text import load_sources
 
@@ -376,7 +376,8 @@ def _synthetic(cfg: DictConfig, bundle: HTRBundle, split: str, length: int, seed
     texts = load_sources(sources, cfg.text.data_dir, cfg.text.sample_exam_dir)
     aug = AugmentConfig.from_dict(cfg.augment) if augment else None
     return SyntheticLineDataset(length, list_fonts(split), texts, sources, cfg.text.max_chars, aug,
-                                bundle.image_processor, bundle.tokenizer, max_len, bundle.decoder_start_token_id, seed)
+                                bundle.image_processor, bundle.tokenizer, max_len, bundle.decoder_start_token_id, seed,
+                                printed_fonts(), printed_prob)
 
 
 class CachedDataset(torch.utils.data.Dataset):

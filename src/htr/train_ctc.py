@@ -34,6 +34,8 @@ from inkbase.runs import RunFolder, start_run
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "last"
+BEST = "best"
+LAYER_BANDS = 8
 
 
 class CTCLines(torch.utils.data.Dataset):
@@ -78,7 +80,8 @@ def build_datasets(cfg: DictConfig, bundle: HTRBundle, folder: RunFolder) -> tup
         def lines(fonts: str, n: int, seed: int) -> CTCLines:
             return CTCLines(bundle, _synthetic(data, bundle, fonts, n, seed, max_len))
 
-        train = lines(data.fonts, data.train_lines * cfg.trainer.epochs, cfg.seed)
+        train = CTCLines(bundle, _synthetic(data, bundle, data.fonts, data.train_lines * cfg.trainer.epochs,
+                                            cfg.seed, max_len, printed_prob=data.printed_prob))
         val = CachedDataset(lines(data.fonts, data.val_lines, data.val_seed))
         tests = {}
         if data.heldout_lines > 0:
@@ -112,6 +115,60 @@ def evaluate(model, dataset, tokenizer, batch_size: int, num_beams: int, device)
     model.train(was_training)
     rates = error_rates(refs, hyps)
     return {"loss": loss_sum / max(1, chars), "cer": rates["cer"], "wer": rates["wer"]}
+
+
+def selection_set(cfg: DictConfig, bundle: HTRBundle, folder: RunFolder):
+    """The lines of ``data.select_manifest`` (real handwriting kept for choosing checkpoints), or None."""
+    from htr.data import read_manifest, usable_records
+    from htr.train import CachedDataset
+
+    if not cfg.data.get("select_manifest"):
+        return None
+    records, _ = usable_records(read_manifest(cfg.data.select_manifest), folder.file("skipped.jsonl"))
+    if not records:
+        from inkbase.errors import ConfigError
+
+        raise ConfigError("data.select_manifest", "no readable line images")
+    return CachedDataset(CTCLines(bundle, records=records), "reading selection lines")
+
+
+class StartAnchor:
+    """L2-SP (Li et al., 2018): a penalty ``weight * sum ||w - w_start||^2`` over the trained weights pulls
+    the fine-tuned model towards its pretrained start, so it learns the new data without forgetting."""
+
+    def __init__(self, model: torch.nn.Module, weight: float):
+        self.weight = weight
+        self.start = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    def penalty(self, model: torch.nn.Module) -> torch.Tensor:
+        terms = [(p - self.start[n]).pow(2).sum() for n, p in model.named_parameters() if n in self.start]
+        return self.weight * torch.stack(terms).sum()
+
+
+def param_groups(model, t: DictConfig) -> list[dict[str, Any]]:
+    """AdamW groups: the first ``t.freeze_backbone`` share of the backbone's weights (in graph order, from
+    the input) frozen; the rest in ``LAYER_BANDS`` bands whose learning rate falls by ``t.layer_decay``
+    per band towards the input (layer-wise decay); the classifier at the full rate."""
+    backbone = list(model.backbone.named_parameters())
+    n_frozen = int(round(t.freeze_backbone * len(backbone)))
+    for _, p in backbone[:n_frozen]:
+        p.requires_grad_(False)
+    groups: dict[tuple[float, float], list] = {}
+    trained = backbone[n_frozen:]
+    for i, (_, p) in enumerate(trained):
+        band = LAYER_BANDS - int(i * LAYER_BANDS / len(trained))  # LAYER_BANDS at the input .. 1 at the top
+        key = (t.learning_rate * t.layer_decay ** band, t.weight_decay if p.ndim > 1 else 0.0)
+        groups.setdefault(key, []).append(p)
+    for p in model.classifier.parameters():
+        groups.setdefault((t.learning_rate, t.weight_decay if p.ndim > 1 else 0.0), []).append(p)
+    return [{"params": ps, "lr": lr, "initial_lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]
+
+
+def _best_so_far(history: Path) -> dict[str, Any]:
+    """The history row with the lowest selection CER (a resumed run keeps choosing among all epochs)."""
+    rows = [r for r in read_jsonl(history) if r.get("select_cer") is not None]
+    best = min(rows, key=lambda r: r["select_cer"], default=None)
+    return best or {"epoch": 0, "step": 0, "select_cer": math.inf}
 
 
 def _save_checkpoint(path: Path, model, optimizer, plan, step: int, elapsed: float) -> None:
@@ -149,6 +206,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     device = accelerator.device
 
     ckpt = folder.file("checkpoints") / CHECKPOINT
+    best_dir = folder.file("checkpoints") / BEST
+    # The anchor is the model this run started from (PP-OCR's weights, or init_from), also on resume.
+    anchor = StartAnchor(model, t.l2sp) if t.l2sp > 0 else None
+    select_ds = selection_set(cfg, bundle, folder)
     step = 0
     world = accelerator.num_processes
     lines_per_epoch = cfg.data.train_lines if cfg.data.kind == "synthetic" else len(train_ds)
@@ -165,15 +226,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         rows = [r for r in read_jsonl(folder.file("history.jsonl")) if r["step"] <= step]
         folder.file("history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         print(f"resuming from {ckpt} (step {step})")
-    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": t.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=t.learning_rate)
+    optimizer = torch.optim.AdamW(param_groups(model, t), lr=t.learning_rate)
+    if anchor is not None:
+        trained = {n for n, p in model.named_parameters() if p.requires_grad}
+        anchor.start = {n: v for n, v in anchor.start.items() if n in trained}
     if step:
         optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
     start_step = step
-    for group in optimizer.param_groups:
-        group.setdefault("initial_lr", t.learning_rate)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: plan.lr_factor(s + start_step))
     reduction = model.reduction
     sampler_seed = cfg.seed * 1000 + step  # a resumed run draws new lines rather than replaying old ones
@@ -185,7 +244,19 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     model, optimizer = accelerator.prepare(model, optimizer)
     augment = GpuAugment(**OmegaConf.to_container(t.gpu_augment))
     raw = accelerator.unwrap_model(model)
+    if anchor is not None:
+        anchor.start = {n: v.to(device) for n, v in anchor.start.items()}
     model.train()
+    best = _best_so_far(folder.file("history.jsonl"))
+    if select_ds is not None and step == 0 and accelerator.is_main_process:
+        # The start is a candidate too: training that never beats it on the selection lines keeps it.
+        m = evaluate(raw, select_ds, bundle.tokenizer, t.eval_batch_size, t.eval_num_beams, device)
+        best = {"epoch": 0, "step": 0, "select_cer": m["cer"]}
+        with JsonlAppender(folder.file("history.jsonl")) as fh:
+            fh.write({"epoch": 0, "step": 0, "lines_seen": 0, "train_loss": None, "val_loss": None, "cer": None,
+                      "wer": None, "learning_rate": 0.0, "select_cer": m["cer"], "select_wer": m["wer"]})
+        raw.save(best_dir)
+        log.info("start: selection CER %.4f", m["cer"])
 
     history = folder.file("history.jsonl")
     started = time.perf_counter()
@@ -206,7 +277,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             ink = augment(ink / 255.0) * 255.0
         with accelerator.autocast():
             out = model(ink, batch["widths"], batch["labels"].to(device))
-        accelerator.backward(out["loss"])
+        loss = out["loss"] + anchor.penalty(raw) if anchor is not None else out["loss"]
+        accelerator.backward(loss)
         if t.max_grad_norm:
             accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
         optimizer.step()
@@ -225,7 +297,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 bar.total = plan.total
         if step % t.logging_steps == 0:
             bar.set_postfix(loss=f"{np.mean(losses[-t.logging_steps:]):.3f}",
-                            lr=f"{scheduler.get_last_lr()[0]:.2e}")
+                            lr=f"{max(scheduler.get_last_lr()):.2e}")
         if step >= plan.total:
             stop = True
         if step >= plan.epoch_end(plan.epochs_done + 1) or stop:
@@ -235,7 +307,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 metrics = evaluate(raw, val_ds, bundle.tokenizer, t.eval_batch_size, t.eval_num_beams, device)
                 row = {"epoch": plan.epochs_done, "step": step, "lines_seen": step * t.batch_size * world,
                        "train_loss": float(np.mean(losses)) if losses else None, "val_loss": metrics["loss"],
-                       "cer": metrics["cer"], "wer": metrics["wer"], "learning_rate": scheduler.get_last_lr()[0]}
+                       "cer": metrics["cer"], "wer": metrics["wer"], "learning_rate": max(scheduler.get_last_lr())}
+                if select_ds is not None:
+                    m = evaluate(raw, select_ds, bundle.tokenizer, t.eval_batch_size, t.eval_num_beams, device)
+                    row.update(select_cer=m["cer"], select_wer=m["wer"])
+                    if m["cer"] < best["select_cer"]:
+                        best = {"epoch": plan.epochs_done, "step": step, "select_cer": m["cer"]}
+                        raw.save(best_dir)
+                    elif t.patience is not None and plan.epochs_done - best["epoch"] >= t.patience:
+                        log.info("early stop: no better selection CER for %d epochs", t.patience)
+                        stop = True
                 with JsonlAppender(history) as fh:
                     fh.write(row)
                 accelerator.log(row, step=step)
@@ -255,10 +336,17 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                               "train_seconds_this_process": round(train_seconds, 1),
                               "parameters": count_parameters(raw)}
     if accelerator.is_main_process:
+        if select_ds is not None:
+            from htr.ctc import CTCRecognizer
+
+            raw.load_state_dict(CTCRecognizer.load(best_dir).state_dict())
+            result.update(chosen_epoch=best["epoch"], chosen_step=best["step"],
+                          select_cer_greedy=best["select_cer"], select_manifest=str(cfg.data.select_manifest))
         bundle.model = raw
         bundle.save(folder.file("model"), half=t.save_half)
         saved = type(raw).load(folder.file("model")).to(device)  # score the weights as saved (fp16 if save_half)
-        for name, dataset in {"val": val_ds, **tests}.items():
+        finals = {"val": val_ds, **tests, **({"select": select_ds} if select_ds is not None else {})}
+        for name, dataset in finals.items():
             m = evaluate(saved, dataset, bundle.tokenizer, t.eval_batch_size, t.final_num_beams, device)
             for key in ("cer", "wer", "loss"):
                 result[f"{name}_{key}"] = m[key]

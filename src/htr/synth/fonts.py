@@ -145,6 +145,21 @@ def list_fonts(split: str = "train") -> list[Font]:
     return list(fonts)
 
 
+_PRINTED = ("DejaVuSans.ttf", "DejaVuSans-Oblique.ttf", "DejaVuSans-Bold.ttf", "DejaVuSerif.ttf",
+            "DejaVuSerif-Italic.ttf", "DejaVuSansMono.ttf")
+
+
+@lru_cache(maxsize=1)
+def printed_fonts() -> tuple[Font, ...]:
+    """Printed (typeset) fonts from matplotlib's data folder, a dependency and so present everywhere: lines
+    rendered in them keep a fine-tuned recogniser reading the print its pretrained start was taught on."""
+    import matplotlib
+
+    root = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+    return tuple(Font(f"printed-{f.removesuffix('.ttf').lower()}", str(root / f), False, "DejaVu", "matplotlib")
+                 for f in _PRINTED if (root / f).is_file())
+
+
 def get_font(name: str) -> Font:
     """The available font called ``name``; ``ConfigError`` listing the choices otherwise."""
     for font in _available():
