@@ -1,14 +1,18 @@
-"""Train a CTC line recogniser (``model.kind`` ``ppocr_ctc`` or ``crnn_ctc``); called by
-:func:`htr.train.run`, so ``python scripts/train_htr.py experiment=<name>`` drives both families.
+"""The CTC family's loop (``model.kind`` ``ppocr_ctc`` or ``crnn_ctc``), run by :func:`htr.train.run`.
 
 A plain PyTorch loop through ``accelerate`` (one device, or DDP under ``accelerate launch``) rather than
 ``Seq2SeqTrainer``, whose evaluation is built around ``generate``. It keeps the run-folder contract of
 :mod:`htr.train`: ``history.jsonl`` with one row per epoch (train loss, validation loss, CER, WER),
-``table.md``/``table.csv``/``curve.png``, ``model/`` and ``metrics.json``. An "epoch" is a tenth (1 /
-``trainer.epochs``) of the planned steps; each ends with a validation and a checkpoint
+``table.md``/``table.csv``/``curve.png``, ``model/`` and ``metrics.json``. An "epoch" is a 1 /
+``trainer.epochs`` slice of the planned steps; each ends with a validation and a checkpoint
 (``checkpoints/last``: weights, optimizer, step plan), and a rerun with the same ``out_dir`` resumes
 from it. Lines are variable-width ink maps (:meth:`LineImageProcessor.line`); each batch is distorted
-anew on the device (``trainer.gpu_augment``).
+anew on the device (``trainer.gpu_augment``); ``trainer.grad_accum`` batches make one optimizer step.
+
+Fine-tuning that does not forget its start (``trainer.ctc``, :class:`htr.train.CTCOptions`): an L2-SP
+penalty towards the start weights, a frozen share of the backbone, layer-wise learning-rate decay; and
+``data.select_manifest``: real lines scored at the start and at every validation, the best checkpoint
+(the start included) becoming the run's model, with early stopping after ``patience`` validations.
 """
 
 from __future__ import annotations
@@ -26,9 +30,23 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from htr.ctc import batch_ink
-from htr.data import SyntheticLineDataset, open_image
+from htr.data import SyntheticLineDataset, open_image, read_manifest, usable_records
 from htr.evaluate import error_rates
 from htr.model import HTRBundle, build_model, count_parameters
+from htr.train import (
+    PLAN_FILE,
+    CachedDataset,
+    CTCOptions,
+    GpuAugment,
+    StepPlan,
+    finish,
+    logging_setup,
+    manifest_records,
+    new_plan,
+    planned_steps,
+    synthetic_lines,
+    truncate_history,
+)
 from inkbase.jsonio import JsonlAppender, read_jsonl
 from inkbase.runs import RunFolder, start_run
 
@@ -71,17 +89,14 @@ def collate(items: list[tuple[np.ndarray, list[int], str]], multiple: int = 8) -
 
 
 def build_datasets(cfg: DictConfig, bundle: HTRBundle, folder: RunFolder) -> tuple[Any, Any, dict[str, Any]]:
-    # The same text sources, fonts and manifests as the encoder-decoder models.
-    from htr.train import CachedDataset, _synthetic, manifest_records
-
     data = cfg.data
     max_len = cfg.trainer.max_target_length
     if data.kind == "synthetic":
         def lines(fonts: str, n: int, seed: int) -> CTCLines:
-            return CTCLines(bundle, _synthetic(data, bundle, fonts, n, seed, max_len))
+            return CTCLines(bundle, synthetic_lines(data, bundle, fonts, n, seed, max_len))
 
-        train = CTCLines(bundle, _synthetic(data, bundle, data.fonts, data.train_lines * cfg.trainer.epochs,
-                                            cfg.seed, max_len, printed_prob=data.printed_prob))
+        train = CTCLines(bundle, synthetic_lines(data, bundle, data.fonts, data.train_lines * cfg.trainer.epochs,
+                                                 cfg.seed, max_len, printed_prob=data.printed_prob))
         val = CachedDataset(lines(data.fonts, data.val_lines, data.val_seed))
         tests = {}
         if data.heldout_lines > 0:
@@ -119,9 +134,6 @@ def evaluate(model, dataset, tokenizer, batch_size: int, num_beams: int, device)
 
 def selection_set(cfg: DictConfig, bundle: HTRBundle, folder: RunFolder):
     """The lines of ``data.select_manifest`` (real handwriting kept for choosing checkpoints), or None."""
-    from htr.data import read_manifest, usable_records
-    from htr.train import CachedDataset
-
     if not cfg.data.get("select_manifest"):
         return None
     records, _ = usable_records(read_manifest(cfg.data.select_manifest), folder.file("skipped.jsonl"))
@@ -145,19 +157,19 @@ class StartAnchor:
         return self.weight * torch.stack(terms).sum()
 
 
-def param_groups(model, t: DictConfig) -> list[dict[str, Any]]:
-    """AdamW groups: the first ``t.freeze_backbone`` share of the backbone's weights (in graph order, from
-    the input) frozen; the rest in ``LAYER_BANDS`` bands whose learning rate falls by ``t.layer_decay``
-    per band towards the input (layer-wise decay); the classifier at the full rate."""
+def param_groups(model, t: DictConfig, opts: CTCOptions) -> list[dict[str, Any]]:
+    """AdamW groups: the first ``opts.freeze_backbone`` share of the backbone's weights (in graph order,
+    from the input) frozen; the rest in ``LAYER_BANDS`` bands whose learning rate falls by
+    ``opts.layer_decay`` per band towards the input (layer-wise decay); the classifier at the full rate."""
     backbone = list(model.backbone.named_parameters())
-    n_frozen = int(round(t.freeze_backbone * len(backbone)))
+    n_frozen = int(round(opts.freeze_backbone * len(backbone)))
     for _, p in backbone[:n_frozen]:
         p.requires_grad_(False)
     groups: dict[tuple[float, float], list] = {}
     trained = backbone[n_frozen:]
     for i, (_, p) in enumerate(trained):
         band = LAYER_BANDS - int(i * LAYER_BANDS / len(trained))  # LAYER_BANDS at the input .. 1 at the top
-        key = (t.learning_rate * t.layer_decay ** band, t.weight_decay if p.ndim > 1 else 0.0)
+        key = (t.learning_rate * opts.layer_decay ** band, t.weight_decay if p.ndim > 1 else 0.0)
         groups.setdefault(key, []).append(p)
     for p in model.classifier.parameters():
         groups.setdefault((t.learning_rate, t.weight_decay if p.ndim > 1 else 0.0), []).append(p)
@@ -176,7 +188,7 @@ def _save_checkpoint(path: Path, model, optimizer, plan, step: int, elapsed: flo
     tmp.mkdir(parents=True, exist_ok=True)
     model.save(tmp)
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    plan.save(tmp / "step_plan.json", elapsed_s=elapsed, total=max(plan.total, step))
+    plan.save(tmp / PLAN_FILE, elapsed_s=elapsed, total=max(plan.total, step))
     (tmp / "state.json").write_text(json.dumps({"step": step}))
     if path.exists():
         import shutil
@@ -185,12 +197,9 @@ def _save_checkpoint(path: Path, model, optimizer, plan, step: int, elapsed: flo
     tmp.rename(path)  # a crash mid-save leaves the previous checkpoint intact
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
+def run(cfg: DictConfig, opts: CTCOptions) -> dict[str, Any]:
     from accelerate import Accelerator
 
-    from htr.train import GpuAugment, StepPlan, _check, _logging_setup, write_report
-
-    _check(cfg)
     folder = start_run(cfg.out_dir, cfg)
     t = cfg.trainer
     torch.manual_seed(cfg.seed)
@@ -198,7 +207,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     model = bundle.model
     log.info("model %s: %.2fM parameters", bundle.source, count_parameters(model) / 1e6)
     train_ds, val_ds, tests = build_datasets(cfg, bundle, folder)
-    trackers = _logging_setup(cfg, folder)
+    trackers = logging_setup(cfg, folder)
     accelerator = Accelerator(mixed_precision=t.precision if torch.cuda.is_available() else "no",
                               log_with=trackers or None, project_dir=str(folder.path))
     if trackers:
@@ -208,25 +217,20 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     ckpt = folder.file("checkpoints") / CHECKPOINT
     best_dir = folder.file("checkpoints") / BEST
     # The anchor is the model this run started from (PP-OCR's weights, or init_from), also on resume.
-    anchor = StartAnchor(model, t.l2sp) if t.l2sp > 0 else None
+    anchor = StartAnchor(model, opts.l2sp) if opts.l2sp > 0 else None
     select_ds = selection_set(cfg, bundle, folder)
     step = 0
     world = accelerator.num_processes
-    lines_per_epoch = cfg.data.train_lines if cfg.data.kind == "synthetic" else len(train_ds)
-    per_epoch = max(1, math.ceil(lines_per_epoch / (t.batch_size * world)))
-    max_total = per_epoch * t.epochs if t.max_steps is None else min(t.max_steps, per_epoch * t.epochs)
-    plan = StepPlan(max_total=max_total, warmup=t.warmup_steps, epochs=t.epochs,
-                    budget_s=None if t.time_budget_min is None else 60.0 * t.time_budget_min)
+    plan = new_plan(cfg, planned_steps(cfg, len(train_ds), world))
     if (ckpt / "state.json").is_file():
         from htr.ctc import CTCRecognizer
 
         model.load_state_dict(CTCRecognizer.load(ckpt).state_dict())
-        plan = StepPlan.load(ckpt / "step_plan.json")
+        plan = StepPlan.load(ckpt / PLAN_FILE)
         step = json.loads((ckpt / "state.json").read_text())["step"]
-        rows = [r for r in read_jsonl(folder.file("history.jsonl")) if r["step"] <= step]
-        folder.file("history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        truncate_history(folder, step)
         print(f"resuming from {ckpt} (step {step})")
-    optimizer = torch.optim.AdamW(param_groups(model, t), lr=t.learning_rate)
+    optimizer = torch.optim.AdamW(param_groups(model, t, opts), lr=t.learning_rate)
     if anchor is not None:
         trained = {n for n, p in model.named_parameters() if p.requires_grad}
         anchor.start = {n: v for n, v in anchor.start.items() if n in trained}
@@ -271,21 +275,24 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         while True:
             yield from loader
 
-    for batch in batches():
-        ink = batch["ink"].to(device).float()
-        if augment.enabled:
-            ink = augment(ink / 255.0) * 255.0
-        with accelerator.autocast():
-            out = model(ink, batch["widths"], batch["labels"].to(device))
-        loss = out["loss"] + anchor.penalty(raw) if anchor is not None else out["loss"]
-        accelerator.backward(loss)
+    micro_batches = batches()
+    while True:
+        for _ in range(t.grad_accum):  # grad_accum batches make one optimizer step
+            batch = next(micro_batches)
+            ink = batch["ink"].to(device).float()
+            if augment.enabled:
+                ink = augment(ink / 255.0) * 255.0
+            with accelerator.autocast():
+                out = model(ink, batch["widths"], batch["labels"].to(device))
+            loss = out["loss"] + anchor.penalty(raw) if anchor is not None else out["loss"]
+            accelerator.backward(loss / t.grad_accum)
+            losses.append(float(out["loss"].detach()))
         if t.max_grad_norm:
             accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
-        losses.append(float(out["loss"].detach()))
         bar.update(1)
         now = time.perf_counter()
         elapsed = elapsed0 + now - started
@@ -305,7 +312,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             plan.epochs_done += 1
             if accelerator.is_main_process:
                 metrics = evaluate(raw, val_ds, bundle.tokenizer, t.eval_batch_size, t.eval_num_beams, device)
-                row = {"epoch": plan.epochs_done, "step": step, "lines_seen": step * t.batch_size * world,
+                row = {"epoch": plan.epochs_done, "step": step,
+                       "lines_seen": step * t.batch_size * t.grad_accum * world,
                        "train_loss": float(np.mean(losses)) if losses else None, "val_loss": metrics["loss"],
                        "cer": metrics["cer"], "wer": metrics["wer"], "learning_rate": max(scheduler.get_last_lr())}
                 if select_ds is not None:
@@ -314,8 +322,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                     if m["cer"] < best["select_cer"]:
                         best = {"epoch": plan.epochs_done, "step": step, "select_cer": m["cer"]}
                         raw.save(best_dir)
-                    elif t.patience is not None and plan.epochs_done - best["epoch"] >= t.patience:
-                        log.info("early stop: no better selection CER for %d epochs", t.patience)
+                    elif opts.patience is not None and plan.epochs_done - best["epoch"] >= opts.patience:
+                        log.info("early stop: no better selection CER for %d epochs", opts.patience)
                         stop = True
                 with JsonlAppender(history) as fh:
                     fh.write(row)
@@ -350,10 +358,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             m = evaluate(saved, dataset, bundle.tokenizer, t.eval_batch_size, t.final_num_beams, device)
             for key in ("cer", "wer", "loss"):
                 result[f"{name}_{key}"] = m[key]
-        result["final_num_beams"] = t.final_num_beams
-        write_report(folder.path)
-        folder.finish(result)
-        print(f"val CER {result['val_cer']:.4f}  WER {result['val_wer']:.4f} (beam {t.final_num_beams})"
-              f"  -> {folder.file('model')}")
+        finish(folder, result, t.final_num_beams)
     accelerator.end_training()
     return result

@@ -1,7 +1,7 @@
 """Write rendered synthetic handwriting to disk as JSONL manifests (``data_prep/synthetic/prepare.py``).
 
 The split is decided here, once: train and val use the same (training) fonts but different text, split
-by sentence with :func:`htr.synth.text.text_split`. Held-out fonts (``fonts=heldout``) render a test set only
+by sentence with :func:`htr.synth.text.text_split`. Held-out fonts (``fonts=heldout`` or ``heldout_extra``) render a test set only
 (``n_train=0``): their lines are the val split's text in hands no training run sees. Item ``i`` of a split is a
 pure function of ``(seed, split, i)``, so the output does not depend on the number of workers, and an
 interrupted run resumes where it stopped (manifest lines are written, fsynced, as images are finished).
@@ -113,9 +113,9 @@ def render_job(job: Job) -> dict[str, Any]:
 
 
 def _check(cfg: DictConfig) -> None:
-    if cfg.fonts not in ("train", "heldout"):
-        raise ConfigError("fonts", f"{cfg.fonts!r} is not 'train' or 'heldout'")
-    if cfg.fonts == "heldout" and (cfg.n_train or cfg.paragraphs.n_train):
+    if cfg.fonts not in ("train", "heldout", "heldout_extra"):
+        raise ConfigError("fonts", f"{cfg.fonts!r} is not one of train, heldout, heldout_extra")
+    if cfg.fonts != "train" and (cfg.n_train or cfg.paragraphs.n_train):
         raise ConfigError("fonts", "'heldout': training data is rendered in the 'train' fonts only (set n_train=0)")
     if cfg.uppercase_fonts not in ("upper", "skip"):
         raise ConfigError("uppercase_fonts", f"{cfg.uppercase_fonts!r} is not 'upper' or 'skip'")
