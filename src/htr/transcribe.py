@@ -75,7 +75,7 @@ def run(cfg: DictConfig) -> dict:
     folder = start_run(cfg.out_dir, cfg)
     result = transcribe_page(page, cfg, build_recognizer(cfg.recognizer), str(cfg.image))
     write_json(folder.file("transcription.json"), result)
-    folder.finish({"lines": len(result["lines"]), "chars": len(result["text"]) - max(0, len(result["lines"]) - 1)})
+    folder.finish({"lines": len(result["lines"]), "chars": sum(len(line["text"]) for line in result["lines"])})
     print(f"{len(result['lines'])} lines -> {folder.file('transcription.json')}")
     return result
 
