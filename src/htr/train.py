@@ -334,10 +334,14 @@ def write_report(run_dir: str | os.PathLike) -> None:
     rows = read_jsonl(run_dir / "history.jsonl")
     if not rows:
         return
-    df = pd.DataFrame(rows)[["epoch", "step", "lines_seen", "train_loss", "val_loss", "cer", "wer"]]
+    columns = ["epoch", "step", "lines_seen", "train_loss", "val_loss", "cer", "wer"]
+    headers = ["Epoch", "Step", "Lines seen", "Training Loss", "Validation Loss", "CER", "WER"]
+    if any(r.get("select_cer") is not None for r in rows):  # real selection lines (data.select_manifest)
+        columns.append("select_cer")
+        headers.append("Selection CER (greedy)")
+    df = pd.DataFrame(rows)[columns]
     df[["epoch", "step", "lines_seen"]] = df[["epoch", "step", "lines_seen"]].astype(int)
     df.to_csv(run_dir / "table.csv", index=False, float_format="%.4f")
-    headers = ["Epoch", "Step", "Lines seen", "Training Loss", "Validation Loss", "CER", "WER"]
     # Row-wise object values keep the integer columns integer in the Markdown table.
     table = tabulate(df.astype(object).values.tolist(), headers=headers, floatfmt=".4f", tablefmt="pipe")
     (run_dir / "table.md").write_text(table + "\n")
