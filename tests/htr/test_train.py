@@ -13,7 +13,7 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from htr import train
+from htr import train, train_seq2seq
 from htr.data import read_manifest
 from htr.model import load_bundle
 from htr.train import GpuAugment, StepPlan
@@ -104,19 +104,19 @@ def test_tiny_run_writes_history_and_resumes_from_checkpoint(tmp_path, monkeypat
     cfg = compose("train_htr", [*TINY_MODEL, *TINY_SYNTH, *TINY_TRAINER, f"out_dir={out}", "+trainer.seq2seq.replay_size=16",
                                 "+trainer.seq2seq.replay_batch_size=6", "trainer.gpu_augment.enabled=true"])
     # Interrupt the first attempt after the checkpoint of step 2 (epochs are 2 steps: 8 lines, batch 4).
-    original = train.PlanCallback.on_step_end
+    original = train_seq2seq.PlanCallback.on_step_end
 
     def interrupt(self, args, state, control, **kwargs):
         if state.global_step == 3:
             raise KeyboardInterrupt
         return original(self, args, state, control, **kwargs)
 
-    monkeypatch.setattr(train.PlanCallback, "on_step_end", interrupt)
+    monkeypatch.setattr(train_seq2seq.PlanCallback, "on_step_end", interrupt)
     with pytest.raises(KeyboardInterrupt):
         train.run(cfg)
     assert [r["step"] for r in read_jsonl(out / "history.jsonl")] == [2]
     assert not (out / "metrics.json").exists()
-    monkeypatch.setattr(train.PlanCallback, "on_step_end", original)
+    monkeypatch.setattr(train_seq2seq.PlanCallback, "on_step_end", original)
     metrics = train.run(cfg)  # same out_dir and config: resumes from checkpoint-2
     rows = read_jsonl(out / "history.jsonl")
     assert [r["step"] for r in rows] == [2, 4, 6, 8] and [r["epoch"] for r in rows] == [1, 2, 3, 4]
