@@ -47,6 +47,7 @@ from htr.train import (
     synthetic_lines,
     truncate_history,
 )
+from inkbase.errors import ConfigError
 from inkbase.jsonio import JsonlAppender, read_jsonl
 from inkbase.runs import RunFolder, start_run
 
@@ -107,8 +108,6 @@ def build_datasets(cfg: DictConfig, bundle: HTRBundle, folder: RunFolder) -> tup
         train_records, val_records = manifest_records(data, folder)
         return CTCLines(bundle, records=train_records), CachedDataset(CTCLines(bundle, records=val_records),
                                                                       "reading validation lines"), {}
-    from inkbase.errors import ConfigError
-
     raise ConfigError("data.kind", f"{data.kind!r} is not one of synthetic, manifest")
 
 
@@ -138,8 +137,6 @@ def selection_set(cfg: DictConfig, bundle: HTRBundle, folder: RunFolder):
         return None
     records, _ = usable_records(read_manifest(cfg.data.select_manifest), folder.file("skipped.jsonl"))
     if not records:
-        from inkbase.errors import ConfigError
-
         raise ConfigError("data.select_manifest", "no readable line images")
     return CachedDataset(CTCLines(bundle, records=records), "reading selection lines")
 
