@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
             failed += 1
             print(f"warning: {package}: {problem}", file=sys.stderr)
     if args.cache is None:
-        print(f"{len(list_fonts('train'))} training and {len(list_fonts('heldout'))} held-out fonts available")
+        print(f"{len(list_fonts('train'))} training, {len(list_fonts('heldout'))} held-out and "
+              f"{len(list_fonts('heldout_extra'))} extra held-out fonts available")
     print(f"{len(jobs) - failed}/{len(jobs)} packages in {cache}")
     return 1 if failed == len(jobs) and jobs else 0
 
