@@ -306,7 +306,8 @@ class SyntheticLineDataset(torch.utils.data.Dataset):
 
     def __init__(self, length: int, fonts: Sequence, texts: Mapping[str, list[str] | None],
                  weights: Mapping[str, float], max_chars: int, augment, image_processor, tokenizer,
-                 max_target_length: int, decoder_start_token_id: int | None, seed: int):
+                 max_target_length: int, decoder_start_token_id: int | None, seed: int,
+                 printed_fonts: Sequence = (), printed_prob: float = 0.0):
         if not fonts:
             raise ConfigError("data.fonts", "no fonts available for this split")
         self.length = length
@@ -324,6 +325,8 @@ class SyntheticLineDataset(torch.utils.data.Dataset):
         self.max_target_length = max_target_length
         self.decoder_start_token_id = decoder_start_token_id
         self.seed = seed
+        self.printed_fonts = list(printed_fonts)
+        self.printed_prob = printed_prob if self.printed_fonts else 0.0
         self.epoch = 0
         self._single_threaded = False
 
@@ -344,8 +347,11 @@ class SyntheticLineDataset(torch.utils.data.Dataset):
         sentence = generic_sentence(rng) if pool is None else pool[int(rng.integers(0, len(pool)))]
         chunks = chop(sentence, self.max_chars, rng, max(1, self.max_chars // 4)) or ["."]
         text = chunks[int(rng.integers(0, len(chunks)))]
+        fonts = self.fonts
+        if self.printed_prob > 0 and rng.random() < self.printed_prob:
+            fonts = self.printed_fonts
         for _ in range(8):
-            font = self.fonts[int(rng.integers(0, len(self.fonts)))]
+            font = fonts[int(rng.integers(0, len(fonts)))]
             label = text.upper() if font.uppercase_only else text
             if not font.missing(label):
                 break

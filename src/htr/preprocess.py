@@ -1,6 +1,7 @@
 """Page and region preprocessing before line segmentation (Lanke et al.): Hough-transform deskew, CLAHE,
 bicubic upscaling and sharpening, each a switch in :class:`PreprocessConfig`
-(``configs/preprocess/{default,lanke,none}.yaml``).
+(``configs/preprocess/{default,lanke,none}.yaml``). Light-on-dark pages (negative scans, white ink on a
+black background) are always turned into dark ink on light paper first: every later step assumes it.
 
 Angles are in degrees; a positive skew means the text runs downhill to the right (clockwise on screen),
 and :func:`deskew` rotates it back counter-clockwise by the same amount.
@@ -45,6 +46,12 @@ class PreprocessConfig:
     def from_dict(cls, cfg: Mapping[str, Any]) -> PreprocessConfig:
         """Build from a (Hydra) mapping; unknown keys are an error."""
         return config_dataclass(cls, cfg, "preprocess")
+
+
+def is_negative(gray: np.ndarray) -> bool:
+    """True for light ink on a dark background: the paper is the majority of pixels, so a dark median
+    means dark paper."""
+    return gray.size > 0 and float(np.median(gray)) < 128
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:
@@ -133,6 +140,10 @@ def preprocess(image: np.ndarray, cfg: PreprocessConfig | None = None,
     if image.dtype != np.uint8:
         raise ValueError(f"expected a uint8 image, got {image.dtype}")
     out = to_gray(image) if cfg.grayscale else image
+    inverted = is_negative(to_gray(out))
+    if inverted:
+        out = 255 - out
+        log.debug("light-on-dark image: inverted")
     angle = 0.0
     if cfg.deskew:
         out, angle = deskew(out, cfg.deskew_max_angle)
@@ -146,5 +157,5 @@ def preprocess(image: np.ndarray, cfg: PreprocessConfig | None = None,
     if cfg.sharpen:
         out = sharpen(out, cfg.sharpen_amount)
     if info is not None:
-        info.update(angle=angle, scale=scale)
+        info.update(angle=angle, scale=scale, inverted=inverted)
     return out, scale

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from inkbase.errors import ConfigError
+
 
 class Recognizer(ABC):
     name: str = "recognizer"
@@ -55,7 +57,8 @@ class TesseractRecognizer(Recognizer):
 
     def __init__(self, lang: str = "eng", psm: int = 7):
         if shutil.which("tesseract") is None:
-            raise RuntimeError("tesseract is not installed (Debian: apt-get install tesseract-ocr tesseract-ocr-eng)")
+            raise ConfigError("recognizer.name", "tesseract is not installed (Debian: apt-get install tesseract-ocr "
+                              "tesseract-ocr-eng)")
         self.lang = lang
         self.psm = psm
 

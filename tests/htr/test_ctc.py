@@ -212,3 +212,71 @@ def test_ctc_manifest_training_skips_and_names_bad_images(train_on_bad_manifest)
     assert skipped == {"bad.png"}
     # 3 readable lines, batch 4: one step, after which the tiny CRNN still emits only blanks (CER 1).
     assert metrics["steps"] == 1 and metrics["val_cer"] == 1.0
+
+
+@pytest.mark.parametrize("overrides,key", [
+    ([*TINY_CRNN, "+trainer.seq2seq.replay_size=16"], "trainer.seq2seq.replay_size"),
+    ([*TINY_CRNN, "+trainer.ctc.bogus=1"], "trainer.ctc.bogus"),
+    (["model=vit_char", "+trainer.ctc.l2sp=0.1"], "trainer.ctc.l2sp"),
+    (["model=vit_char", "+trainer.seq2seq.ctc_weight=-1"], "trainer.seq2seq.ctc_weight"),
+])
+def test_each_family_rejects_keys_it_does_not_read(overrides, key, tmp_path):
+    cfg = compose("train_htr", [*overrides, f"out_dir={tmp_path / 'run'}"])
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        train.run(cfg)
+    assert not (tmp_path / "run").exists()  # refused before anything ran
+
+
+def test_param_groups_freeze_the_input_side_and_decay_towards_it():
+    model = build_model(compose("train_htr", TINY_CRNN).model).model
+    t = compose("train_htr", ["trainer.learning_rate=1e-3", "trainer.weight_decay=0.01"]).trainer
+    groups = train_ctc.param_groups(model, t, train.CTCOptions(freeze_backbone=0.5, layer_decay=0.5))
+    backbone = list(model.backbone.parameters())
+    frozen = [p for p in backbone if not p.requires_grad]
+    assert len(frozen) == round(0.5 * len(backbone)) and all(p.requires_grad for p in backbone[len(frozen):])
+    assert frozen == backbone[:len(frozen)]  # the input side
+    by_param = {id(p): g["lr"] for g in groups for p in g["params"]}
+    assert all(id(p) not in by_param for p in frozen)
+    assert by_param[id(model.classifier.weight)] == pytest.approx(1e-3)
+    trained = backbone[len(frozen):]
+    assert by_param[id(trained[0])] == pytest.approx(1e-3 * 0.5 ** train_ctc.LAYER_BANDS)
+    assert by_param[id(trained[-1])] == pytest.approx(1e-3 * 0.5)
+    lrs = [by_param[id(p)] for p in trained]
+    assert lrs == sorted(lrs)  # never faster nearer the input
+
+
+def test_l2sp_penalty_measures_the_distance_to_the_start_weights():
+    model = build_model(compose("train_htr", TINY_CRNN).model).model
+    anchor = train_ctc.StartAnchor(model, weight=0.5)
+    assert float(anchor.penalty(model).detach()) == 0.0
+    with torch.no_grad():
+        model.classifier.bias.add_(2.0)
+    assert float(anchor.penalty(model).detach()) == pytest.approx(0.5 * 4.0 * model.classifier.bias.numel())
+
+
+def test_ctc_run_honours_grad_accum_and_keeps_the_best_checkpoint_on_selection_lines(
+        tmp_path, monkeypatch, manifest_with_bad_image):
+    out = tmp_path / "run"
+    cfg = compose("train_htr", [*TINY_CRNN, *TINY_SYNTH, *TINY_TRAINER, f"out_dir={out}", "trainer.epochs=2",
+                                "trainer.grad_accum=2", f"data.select_manifest={manifest_with_bad_image}",
+                                "+trainer.ctc.l2sp=0.01"])
+    original = train.GpuAugment.__call__
+    calls = {"n": 0}
+
+    def count(self, ink):
+        calls["n"] += 1
+        return original(self, ink)
+
+    monkeypatch.setattr(train.GpuAugment, "__call__", count)
+    metrics = train.run(cfg)
+    rows = read_jsonl(out / "history.jsonl")
+    # 8 lines per epoch, batches of 4, 2 batches per optimizer step: 1 step per epoch, 2 batches drawn each.
+    assert [r["step"] for r in rows] == [0, 1, 2] and calls["n"] == 4
+    assert [r["lines_seen"] for r in rows] == [0, 8, 16]
+    assert all(r["select_cer"] is not None for r in rows)
+    best = min(rows, key=lambda r: r["select_cer"])
+    assert metrics["chosen_epoch"] == best["epoch"] and metrics["select_cer_greedy"] == best["select_cer"]
+    chosen = CTCRecognizer.load(out / "checkpoints" / train_ctc.BEST).state_dict()
+    saved = CTCRecognizer.load(out / "model").state_dict()
+    assert all(torch.equal(chosen[k], saved[k]) for k in chosen)
+    assert "select_cer" in metrics and metrics["steps"] == 2

@@ -79,3 +79,15 @@ def test_config_is_range_checked():
         PreprocessConfig(upscale_factor=0.5)
     with pytest.raises(ConfigError, match="preprocess.bogus"):
         PreprocessConfig.from_dict({"bogus": True})
+
+
+def test_a_light_on_dark_image_is_turned_into_dark_ink_on_light_paper():
+    from htr.preprocess import PreprocessConfig, preprocess
+
+    page = np.full((120, 300), 20, np.uint8)
+    page[50:70, 30:270] = 230  # one light stroke on a dark background
+    info: dict = {}
+    out, _ = preprocess(page, PreprocessConfig(deskew=False, clahe=False, upscale=False, sharpen=False), info)
+    assert info["inverted"] is True and out[0, 0] == 235 and out[60, 100] == 25
+    out, _ = preprocess(255 - page, PreprocessConfig(deskew=False, clahe=False, upscale=False, sharpen=False), info)
+    assert info["inverted"] is False and out[0, 0] == 235

@@ -64,3 +64,11 @@ def test_fast_and_plain_decoding_give_the_same_text(tmp_path):
     fast = ModelRecognizer(str(tmp_path / "m"), num_beams=3, batch_size=2, device="cpu", fast=True)
     plain = ModelRecognizer(str(tmp_path / "m"), num_beams=3, batch_size=2, device="cpu", fast=False)
     assert fast.recognize(images) == plain.recognize(images)
+
+
+def test_a_missing_tesseract_is_one_config_error(monkeypatch):
+    from htr import recognize
+
+    monkeypatch.setattr(recognize.shutil, "which", lambda name: None)
+    with pytest.raises(ConfigError, match="recognizer.name.*tesseract is not installed"):
+        recognize.TesseractRecognizer()

@@ -16,7 +16,8 @@ from inkbase.errors import ConfigError, InputError
 def test_font_splits_are_disjoint_and_heldout_works_with_pypi_fonts_alone():
     train, heldout, every = list_fonts("train"), list_fonts("heldout"), list_fonts("all")
     assert {f.family for f in train}.isdisjoint({f.family for f in heldout})
-    assert sorted(f.name for f in train + heldout) == sorted(f.name for f in every)
+    extra = list_fonts("heldout_extra")  # fetched npm fonts only (data_prep/fonts): often empty
+    assert sorted(f.name for f in train + heldout + extra) == sorted(f.name for f in every)
     assert len([f for f in heldout if f.source == "pypi"]) >= 2
     assert {f.family for f in heldout} <= set(HELDOUT_FAMILIES)
     assert len([f for f in train if f.source == "pypi" and not f.uppercase_only]) >= 5
@@ -59,6 +60,7 @@ def test_augmented_render_is_reproducible_and_varies_with_seed():
 def test_each_augmentation_keeps_the_text_visible():
     font = get_font("caveat")
     on = {f.name: 1.0 for f in dataclasses.fields(AugmentConfig) if f.name.endswith("_prob")}
+    on["invert_prob"] = 0.0  # a negative has light ink (test_letter_spacing_and_polarity_augmentations)
     aug = dataclasses.replace(AugmentConfig(), **on)
     rng = np.random.default_rng(3)
     for _ in range(10):
@@ -127,3 +129,31 @@ def test_semeval_source_reads_only_the_train_split(tmp_path):
         next(line_texts(80, np.random.default_rng(0), sources=("semeval",)))
     with pytest.raises(InputError, match="student_answers.csv"):
         semeval_train_sentences(tmp_path / "nowhere")
+
+
+def test_extra_heldout_fonts_and_printed_fonts_stay_out_of_training():
+    from htr.synth.fonts import EXTRA_HELDOUT_FAMILIES, printed_fonts
+
+    train = {f.family for f in list_fonts("train")}
+    assert train.isdisjoint(EXTRA_HELDOUT_FAMILIES) and train.isdisjoint(HELDOUT_FAMILIES)
+    assert {f.family for f in list_fonts("heldout_extra")} <= set(EXTRA_HELDOUT_FAMILIES)
+    printed = printed_fonts()
+    assert len(printed) >= 3 and not {f.name for f in printed} & {f.name for f in list_fonts("all")}
+    assert not printed[0].missing("Kinetic energy 1/2 m v^2")
+
+
+def test_letter_spacing_and_polarity_augmentations():
+    font = get_font("caveat")
+    clean = {f.name: 0.0 for f in dataclasses.fields(AugmentConfig) if f.name.endswith("_prob")}
+
+    def render(**changes):
+        aug = dataclasses.replace(AugmentConfig.clean(), **{**clean, **changes})
+        return np.asarray(render_line("spacing between letters", font, np.random.default_rng(5), aug))
+
+    tight = render(letter_spacing_prob=1.0, letter_spacing=(-0.05, -0.05))
+    loose = render(letter_spacing_prob=1.0, letter_spacing=(0.15, 0.15))
+    assert loose.shape[1] > tight.shape[1] + 0.15 * 48 * 15  # 20 letter gaps at 0.2 em of a 48 px em
+    negative = render(invert_prob=1.0)
+    assert np.median(negative) < 30 and negative.max() > 200  # light ink on dark paper
+    with pytest.raises(ConfigError, match="augment.bleed"):
+        AugmentConfig(bleed=(2.0, 1.0))

@@ -13,10 +13,11 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from htr import train
+from htr import train, train_seq2seq
 from htr.data import read_manifest
 from htr.model import load_bundle
-from htr.train import GpuAugment, ReplayPool, StepPlan
+from htr.train import GpuAugment, StepPlan
+from htr.train_seq2seq import ReplayPool
 from inkbase.cli import compose
 from inkbase.jsonio import read_jsonl
 
@@ -41,8 +42,8 @@ def load_script(rel: str):
 
 @pytest.mark.parametrize("overrides", [
     [], ["experiment=htr_default_stage1"], ["experiment=htr_default_stage2", "model.init_from=/m"],
-    ["experiment=seed003_stage1"],
-    ["experiment=seed003_stage2", "model.init_from=/m", "data.train_manifest=a", "data.val_manifest=b"],
+    ["experiment=lanke_stage1"],
+    ["experiment=lanke_stage2", "model.init_from=/m", "data.train_manifest=a", "data.val_manifest=b"],
     ["model=vit_minilm"], ["model=trocr_base"], ["data=manifest", "data.train_manifest=a", "data.val_manifest=b"],
     ["logger=wandb"],
 ])
@@ -59,9 +60,9 @@ def test_eval_configs_compose(name, overrides):
     OmegaConf.to_container(compose(name, overrides), resolve=True, throw_on_missing=True)
 
 
-def test_seed003_experiments_carry_table_one():
-    s1 = compose("train_htr", ["experiment=seed003_stage1"]).trainer
-    s2 = compose("train_htr", ["experiment=seed003_stage2", "model.init_from=/m"]).trainer
+def test_lanke_experiments_carry_table_one():
+    s1 = compose("train_htr", ["experiment=lanke_stage1"]).trainer
+    s2 = compose("train_htr", ["experiment=lanke_stage2", "model.init_from=/m"]).trainer
     assert (s1.learning_rate, s1.warmup_steps, s1.batch_size, s1.epochs) == (5e-5, 500, 8, 10)
     assert (s2.learning_rate, s2.warmup_steps, s2.batch_size, s2.epochs) == (1e-5, 20, 4, 30)
     assert s1.weight_decay == s2.weight_decay == 0.01 and s1.max_target_length == s2.max_target_length == 128
@@ -100,22 +101,22 @@ def test_gpu_augment_keeps_shape_and_range():
 
 def test_tiny_run_writes_history_and_resumes_from_checkpoint(tmp_path, monkeypatch):
     out = tmp_path / "run"
-    cfg = compose("train_htr", [*TINY_MODEL, *TINY_SYNTH, *TINY_TRAINER, f"out_dir={out}", "trainer.replay.size=16",
-                                "trainer.replay.batch_size=6", "trainer.gpu_augment.enabled=true"])
+    cfg = compose("train_htr", [*TINY_MODEL, *TINY_SYNTH, *TINY_TRAINER, f"out_dir={out}", "+trainer.seq2seq.replay_size=16",
+                                "+trainer.seq2seq.replay_batch_size=6", "trainer.gpu_augment.enabled=true"])
     # Interrupt the first attempt after the checkpoint of step 2 (epochs are 2 steps: 8 lines, batch 4).
-    original = train.PlanCallback.on_step_end
+    original = train_seq2seq.PlanCallback.on_step_end
 
     def interrupt(self, args, state, control, **kwargs):
         if state.global_step == 3:
             raise KeyboardInterrupt
         return original(self, args, state, control, **kwargs)
 
-    monkeypatch.setattr(train.PlanCallback, "on_step_end", interrupt)
+    monkeypatch.setattr(train_seq2seq.PlanCallback, "on_step_end", interrupt)
     with pytest.raises(KeyboardInterrupt):
         train.run(cfg)
     assert [r["step"] for r in read_jsonl(out / "history.jsonl")] == [2]
     assert not (out / "metrics.json").exists()
-    monkeypatch.setattr(train.PlanCallback, "on_step_end", original)
+    monkeypatch.setattr(train_seq2seq.PlanCallback, "on_step_end", original)
     metrics = train.run(cfg)  # same out_dir and config: resumes from checkpoint-2
     rows = read_jsonl(out / "history.jsonl")
     assert [r["step"] for r in rows] == [2, 4, 6, 8] and [r["epoch"] for r in rows] == [1, 2, 3, 4]

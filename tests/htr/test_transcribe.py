@@ -56,3 +56,59 @@ def test_transcribe_reports_an_unreadable_image(tmp_path):
     cfg = compose("transcribe", [f"image={tmp_path / 'page.png'}", f"out_dir={tmp_path / 'run'}"])
     with pytest.raises(InputError, match="page.png"):
         transcribe.run(cfg)
+
+
+class EchoRecognizer(recognize.Recognizer):
+    """Reads line i of a page as the text :func:`page_with_lines` wrote there."""
+
+    name = "echo"
+
+    def __init__(self, **_):
+        pass
+
+    def recognize(self, images):
+        return [f"answer line number {i}" for i in range(len(images))]
+
+
+def test_a_light_on_dark_page_is_inverted_and_read(tmp_path, monkeypatch):
+    monkeypatch.setitem(recognize.RECOGNIZERS, "counting", CountingRecognizer)
+    Image.fromarray(255 - page_with_lines(3)).save(tmp_path / "negative.png")
+    cfg = compose("transcribe", [f"image={tmp_path / 'negative.png'}", f"out_dir={tmp_path / 'run'}",
+                                 "recognizer.name=counting"])
+    result = transcribe.run(cfg)
+    assert result["inverted"] is True and len(result["lines"]) == 3
+
+
+def test_a_page_without_lines_is_named_in_a_warning(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(recognize.RECOGNIZERS, "counting", CountingRecognizer)
+    Image.fromarray(np.full((300, 400), 250, np.uint8)).save(tmp_path / "blank.png")
+    cfg = compose("transcribe", [f"image={tmp_path / 'blank.png'}", f"out_dir={tmp_path / 'run'}",
+                                 "recognizer.name=counting"])
+    assert transcribe.run(cfg)["lines"] == []
+    assert "blank.png: no text line found" in capsys.readouterr().err
+
+
+def test_an_empty_image_file_is_an_input_error_naming_it(tmp_path):
+    (tmp_path / "empty.png").write_bytes(b"")
+    cfg = compose("transcribe", [f"image={tmp_path / 'empty.png'}", f"out_dir={tmp_path / 'run'}"])
+    with pytest.raises(InputError, match="empty.png.*0 bytes"):
+        transcribe.run(cfg)
+
+
+def test_eval_pages_scores_line_counts_and_page_text(tmp_path, monkeypatch):
+    monkeypatch.setitem(recognize.RECOGNIZERS, "echo", EchoRecognizer)
+    folder = tmp_path / "data" / "handwriting_lines"
+    (folder / "paragraphs").mkdir(parents=True)
+    rows = ["file,text,level"]
+    for n in (2, 3):
+        Image.fromarray(255 - page_with_lines(n)).save(folder / "paragraphs" / f"p{n}.png")
+        text = "\n".join(f"answer line number {i}" for i in range(n))
+        rows.append(f'paragraphs/p{n}.png,"{text}",paragraph')
+    rows.append("images/x.png,not a page,line")
+    (folder / "transcriptions.csv").write_text("\n".join(rows) + "\n")
+    cfg = compose("eval_pages", [f"paths.data_dir={tmp_path / 'data'}", f"out_dir={tmp_path / 'run'}",
+                                 "recognizer.name=echo"])
+    metrics = transcribe.evaluate_pages(cfg)
+    assert metrics["pages"] == 2 and metrics["line_count_exact"] == 2 and metrics["inverted_pages"] == 2
+    assert metrics["reference_lines"] == metrics["found_lines"] == 5
+    assert metrics["cer"] == 0.0 and metrics["line_count_accuracy"] == 1.0

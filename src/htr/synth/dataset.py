@@ -1,7 +1,8 @@
 """Write rendered synthetic handwriting to disk as JSONL manifests (``data_prep/synthetic/prepare.py``).
 
 The split is decided here, once: train and val use the same (training) fonts but different text, split
-by sentence with :func:`htr.synth.text.text_split`; held-out fonts are refused. Item ``i`` of a split is a
+by sentence with :func:`htr.synth.text.text_split`. Held-out fonts (``fonts=heldout`` or ``heldout_extra``) render a test set only
+(``n_train=0``): their lines are the val split's text in hands no training run sees. Item ``i`` of a split is a
 pure function of ``(seed, split, i)``, so the output does not depend on the number of workers, and an
 interrupted run resumes where it stopped (manifest lines are written, fsynced, as images are finished).
 
@@ -112,8 +113,10 @@ def render_job(job: Job) -> dict[str, Any]:
 
 
 def _check(cfg: DictConfig) -> None:
-    if cfg.fonts != "train":
-        raise ConfigError("fonts", f"{cfg.fonts!r}: training data is rendered in the 'train' fonts only")
+    if cfg.fonts not in ("train", "heldout", "heldout_extra"):
+        raise ConfigError("fonts", f"{cfg.fonts!r} is not one of train, heldout, heldout_extra")
+    if cfg.fonts != "train" and (cfg.n_train or cfg.paragraphs.n_train):
+        raise ConfigError("fonts", "'heldout': training data is rendered in the 'train' fonts only (set n_train=0)")
     if cfg.uppercase_fonts not in ("upper", "skip"):
         raise ConfigError("uppercase_fonts", f"{cfg.uppercase_fonts!r} is not 'upper' or 'skip'")
     for key in ("n_train", "n_val", "paragraphs.n_train", "paragraphs.n_val"):

@@ -47,6 +47,12 @@ class AugmentConfig:
     rotation: Range = (-2.0, 2.0)  # degrees
     stroke_prob: float = 0.5
     stroke: Range = (-1.0, 2.0)  # dilate (> 0) or erode (< 0) the ink by this many px (rounded)
+    stroke_vary_prob: float = 0.0
+    stroke_vary: Range = (1.0, 2.0)  # px: the pen's width swells and thins along the line by up to this
+    letter_spacing_prob: float = 0.0
+    letter_spacing: Range = (-0.06, 0.12)  # em added after every character: tight (< 0) or loose writing
+    baseline_drift_prob: float = 0.0
+    baseline_drift: Range = (0.02, 0.12)  # em, amplitude of a slow wave of the baseline along the line
     elastic_prob: float = 0.4
     elastic_alpha: Range = (0.01, 0.05)  # em, std dev of the smooth displacement field
     ink: Range = (0.0, 110.0)  # grey level of the ink (0 = black)
@@ -58,6 +64,9 @@ class AugmentConfig:
     texture_prob: float = 0.5
     texture: Range = (0.0, 8.0)  # std dev of low-frequency paper blotches, grey levels
     ruled_prob: float = 0.1  # a printed ruled line under the writing
+    bleed_prob: float = 0.0
+    bleed: Range = (0.6, 1.6)  # px, gaussian spread of ink soaking into the paper around strokes
+    invert_prob: float = 0.0  # a light-on-dark image (negative scans; readers must normalise polarity)
     underline_prob: float = 0.04  # the writer underlines a stretch of the line
     noise_prob: float = 0.5
     noise: Range = (0.0, 12.0)  # std dev of gaussian pixel noise, grey levels
@@ -103,7 +112,8 @@ class AugmentConfig:
 _LIMITS: dict[str, tuple[float, float]] = {
     "font_size": (6, 400), "baseline_jitter": (0, 0.5), "size_jitter": (0, 0.5), "spacing_jitter": (0, 0.5),
     "word_spacing": (0.2, 5), "slant": (-1, 1), "rotation": (-45, 45), "stroke": (-3, 6),
-    "elastic_alpha": (0, 0.5), "ink": (0, 254), "ink_fade": (0, 1), "paper": (1, 255), "gradient": (0, 255),
+    "elastic_alpha": (0, 0.5), "stroke_vary": (0, 6), "letter_spacing": (-0.3, 0.5),
+    "baseline_drift": (0, 0.5), "bleed": (0, 5), "ink": (0, 254), "ink_fade": (0, 1), "paper": (1, 255), "gradient": (0, 255),
     "texture": (0, 100), "noise": (0, 100), "blur": (0, 10), "jpeg_quality": (1, 100), "margin": (0, 500),
 }
 
@@ -125,6 +135,9 @@ class HandStyle:
     elastic_alpha: float
     ink: float
     ink_fade: float
+    stroke_vary: float = 0.0
+    letter_spacing: float = 0.0
+    baseline_drift: float = 0.0
 
 
 @dataclass
@@ -162,6 +175,9 @@ def sample_style(font: Font, rng: np.random.Generator, augment: AugmentConfig | 
         elastic_alpha=_maybe(rng, a.elastic_prob, a.elastic_alpha, 0.0),
         ink=_uniform(rng, a.ink),
         ink_fade=_maybe(rng, a.ink_fade_prob, a.ink_fade, 1.0),
+        stroke_vary=_maybe(rng, a.stroke_vary_prob, a.stroke_vary, 0.0),
+        letter_spacing=_maybe(rng, a.letter_spacing_prob, a.letter_spacing, 0.0),
+        baseline_drift=_maybe(rng, a.baseline_drift_prob, a.baseline_drift, 0.0),
     )
 
 
@@ -200,6 +216,8 @@ def render_ink(text: str, style: HandStyle, rng: np.random.Generator, underline:
     if underline and pieces:
         _draw_underline(mask, pieces, pad, baseline, size, rng)
     mask = _stroke(mask, style.stroke)
+    if style.stroke_vary > 0:
+        mask = _vary_stroke(mask, style.stroke_vary, rng, size)
     mask, ends = _warp(mask, baseline, style, rng, size)
     return InkLine(mask=mask, baseline=ends, size=size)
 
@@ -207,7 +225,7 @@ def render_ink(text: str, style: HandStyle, rng: np.random.Generator, underline:
 def _layout(text: str, style: HandStyle, rng: np.random.Generator, base_font: ImageFont.FreeTypeFont,
             size: int, space: float) -> list[tuple[float, float, str, ImageFont.FreeTypeFont, float]]:
     """(x, baseline offset, text piece, font, advance) for each character or word."""
-    jitter = style.size_jitter > 0 or style.baseline_jitter > 0 or style.spacing_jitter > 0
+    jitter = style.size_jitter > 0 or style.baseline_jitter > 0 or style.spacing_jitter > 0 or style.letter_spacing
     if not jitter and style.word_spacing == 1.0:
         return [(0.0, 0.0, text, base_font, base_font.getlength(text))] if text.strip() else []
     out = []
@@ -219,14 +237,16 @@ def _layout(text: str, style: HandStyle, rng: np.random.Generator, base_font: Im
         if not word:
             continue
         word_dy = float(rng.normal(0, style.baseline_jitter * size * 0.5))
-        units = list(word) if style.char_mode else [word]
+        units = list(word) if style.char_mode or style.letter_spacing else [word]
         for unit in units:
             scale = float(np.clip(1 + rng.normal(0, style.size_jitter), 0.7, 1.4))
             font = pil_font(style.font.path, max(6, int(round(size * scale))))
             dy = word_dy + float(rng.normal(0, style.baseline_jitter * size * (1.0 if style.char_mode else 0.5)))
             adv = font.getlength(unit)
             out.append((x, dy, unit, font, adv))
-            x += adv + float(rng.normal(0, style.spacing_jitter * size)) if style.char_mode else adv
+            if style.char_mode or style.letter_spacing:
+                adv += style.letter_spacing * size + float(rng.normal(0, style.spacing_jitter * size))
+            x += adv
     return out
 
 
@@ -252,6 +272,19 @@ def _stroke(mask: np.ndarray, stroke: int) -> np.ndarray:
         if int(thinner.sum()) > 0.45 * int(mask.sum()):
             return thinner
     return mask
+
+
+def _vary_stroke(mask: np.ndarray, amount: float, rng: np.random.Generator, size: int) -> np.ndarray:
+    """Pen pressure: the stroke swells (dilation) and thins (erosion) smoothly along the line."""
+    r = max(1, int(round(amount)))
+    thick = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (r + 1, r + 1)))
+    thin = cv2.erode(mask, np.ones((2, 2), np.uint8))
+    h, w = mask.shape
+    knots = rng.uniform(-1.0, 1.0, max(2, int(w / max(8.0, 1.5 * size)) + 2)).astype(np.float32)
+    weight = cv2.resize(knots[None, :], (w, 1), interpolation=cv2.INTER_CUBIC)
+    out = np.where(weight > 0, mask + (thick.astype(np.float32) - mask) * weight,
+                   mask + (mask.astype(np.float32) - thin) * weight)
+    return np.clip(out, 0, 255).astype(np.uint8)
 
 
 def _warp(mask: np.ndarray, baseline: float, style: HandStyle, rng: np.random.Generator,
@@ -283,6 +316,17 @@ def _warp(mask: np.ndarray, baseline: float, style: HandStyle, rng: np.random.Ge
         dy = cv2.resize(rng.normal(0, sigma, (gh, gw)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
         gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
         mask = cv2.remap(mask, gx + dx, gy + dy, interpolation=cv2.INTER_LINEAR, borderValue=0)
+    if style.baseline_drift > 0:
+        # The writer drifts off the line: a slow wave (one or two periods) moves the baseline up and down.
+        h, w = mask.shape
+        amp = style.baseline_drift * size
+        periods, phase = rng.uniform(0.5, 2.0), rng.uniform(0, 2 * np.pi)
+        drift = (amp * np.sin(phase + 2 * np.pi * periods * np.arange(w) / max(1, w))).astype(np.float32)
+        pad = int(np.ceil(amp)) + 1
+        mask = cv2.copyMakeBorder(mask, pad, pad, 0, 0, cv2.BORDER_CONSTANT, value=0)
+        gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h + 2 * pad, dtype=np.float32))
+        mask = cv2.remap(mask, gx, gy + drift[None, :], interpolation=cv2.INTER_LINEAR, borderValue=0)
+        ends = (ends[0] + pad - float(drift[0]), ends[1] + pad - float(drift[-1]))
     return mask, ends
 
 
@@ -365,8 +409,15 @@ def render_line(text: str, font: Font, rng: np.random.Generator, augment: Augmen
         # Pen pressure: opacity drifts smoothly along the line between ink_fade and 1.
         knots = rng.uniform(style.ink_fade, 1.0, max(2, w // 80)).astype(np.float32)
         opacity = cv2.resize(knots[None, :], (w, h), interpolation=cv2.INTER_LINEAR)
+    if a.bleed_prob > 0 and rng.random() < a.bleed_prob:
+        # Ink soaking into the paper: a faint halo around the strokes, under the stroke itself.
+        halo = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), _uniform(rng, a.bleed))
+        mask = np.maximum(mask.astype(np.float32), np.minimum(255.0, 1.6 * halo) * 0.6)
     img = ink_on_paper(bg, mask, style.ink, opacity)
-    return Image.fromarray(degrade(img, rng, a), mode="L")
+    out = degrade(img, rng, a)
+    if a.invert_prob > 0 and rng.random() < a.invert_prob:
+        out = 255 - out
+    return Image.fromarray(out, mode="L")
 
 
 @dataclass
