@@ -1,11 +1,13 @@
 # make demo: install everything, then run the whole pipeline on the bundled sample exam.
+# make fonts: fetch the catalogue's Debian and npm handwriting fonts into ~/.cache/inkgrade/fonts (the demo's
+#   held-out Breip hand is one of them; training uses the rest; make test needs none).
 # make review: render the sample exam as one shuffled scanned PDF, grade it, and open the review app.
 # make test: install everything, then run the test suite (CPU, offline); make test-slow: the slow tier.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo review test test-slow lint clean-venv
+.PHONY: setup fonts demo review test test-slow lint clean-venv
 
 REVIEW_DIR ?= outputs/review
 
@@ -17,7 +19,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
-demo: setup
+fonts: setup
+	$(PY) data_prep/fonts/prepare.py
+
+demo: setup fonts
 	$(PY) scripts/run_pipeline.py
 
 # Rerunning is safe: the scans are kept and grading resumes where it stopped.
