@@ -32,7 +32,7 @@ from htr.synth.lines import (
     sample_style,
 )
 from htr.synth.text import line_texts
-from inkbase.errors import check_range
+from inkbase.errors import ConfigError, check_range
 from inkbase.jsonio import JsonlAppender
 from inkbase.runs import start_run
 
@@ -108,15 +108,18 @@ def evaluate(cases: list[Case], cfg: SegmenterConfig) -> dict[str, float]:
 def run(cfg) -> list[dict[str, Any]]:
     check_range("cases", cfg.cases, 1, 100_000)
     folder = start_run(cfg.out_dir, cfg)
-    # IoU against tight ink boxes, so the boxes are compared without the seed's 8 px padding.
+    # IoU against tight ink boxes, so the boxes are compared without Lanke et al.'s 8 px padding.
     tight = SegmenterConfig(padding=0, padding_x=0)
-    segmenters = {"ours": tight, "seed rules only": dataclasses.replace(
+    segmenters = {"ours": tight, "Lanke rules only": dataclasses.replace(
         tight, split_prominence=None, merge_fragments=0.0, core_band=0.0)}
+    fonts = [f for f in list_fonts("train") if cfg.font_source in ("any", f.source)]
+    if not fonts:
+        raise ConfigError("font_source", f"no training font from {cfg.font_source!r} is installed")
     rows, lines = [], []
     with JsonlAppender(folder.file("rows.jsonl")) as out:
         for name, setting in cfg.settings.items():
             cases = make_cases(cfg.seed, cfg.cases, tuple(setting.pitch), setting.get("rotation", 0.0),
-                               setting.get("deskew", False))
+                               setting.get("deskew", False), fonts=fonts)
             for label, seg in segmenters.items():
                 row = {"setting": name, "segmenter": label, **evaluate(cases, seg)}
                 if setting.get("deskew"):
