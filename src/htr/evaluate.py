@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from inkbase.errors import InputError
 from inkbase.jsonio import JsonlAppender, read_jsonl
-from inkbase.runs import start_run
+from inkbase.runs import file_digest, start_run
 
 _ASCII = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032": "'",
                         "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": '"', "\u2033": '"',
@@ -95,9 +95,10 @@ def run(cfg: DictConfig) -> dict:
                **{k: v for k, v in rates.items() if k not in ("cer", "wer")},
                "recognizer": cfg.recognizer.name, "manifest": str(cfg.manifest),
                "seconds": round(time.perf_counter() - start, 2)}
-    if cfg.recognizer.name == "trocr":
-        metrics["model_dir"] = str(getattr(recognizer, "model_dir", cfg.recognizer.model_dir))
-        metrics["num_beams"] = cfg.recognizer.num_beams
+    if cfg.recognizer.name == "model":
+        model_dir = str(getattr(recognizer, "model_dir", cfg.recognizer.model_dir))
+        # Which weights were scored: the digest survives the folder being moved or overwritten later.
+        metrics.update(model_dir=model_dir, weights=file_digest(model_dir), num_beams=cfg.recognizer.num_beams)
     folder.finish(metrics)
     print(f"CER {metrics['cer']:.4f}  WER {metrics['wer']:.4f}  n={metrics['n']}  -> {folder.path}")
     return metrics

@@ -80,3 +80,15 @@ def test_eval_rejects_malformed_manifest(tmp_path):
     cfg = compose("eval_htr", [f"manifest={tmp_path / 'm.jsonl'}", f"out_dir={tmp_path / 'run'}"])
     with pytest.raises(InputError, match="line 1: text"):
         evaluate.run(cfg)
+
+
+def test_eval_of_a_model_records_which_weights_it_scored(tmp_path):
+    from htr.model import DEFAULT_MODEL_DIR
+    from inkbase.runs import file_digest
+
+    Image.fromarray(np.full((32, 120), 255, np.uint8)).save(tmp_path / "a.png")
+    (tmp_path / "m.jsonl").write_text(json.dumps({"image": "a.png", "text": "x"}) + "\n")
+    cfg = compose("eval_htr", [f"manifest={tmp_path / 'm.jsonl'}", f"out_dir={tmp_path / 'run'}", "recognizer=model"])
+    metrics = evaluate.run(cfg)
+    assert metrics["model_dir"] == str(DEFAULT_MODEL_DIR)
+    assert metrics["weights"] == file_digest(DEFAULT_MODEL_DIR) and metrics["weights"].startswith("sha256:")
