@@ -35,7 +35,8 @@ from inkbase.runs import start_run
 from inkgrade.tables.grid import TableFit, cell_crops, find_table, rectify, table_margin
 from inkgrade.tables.identity import IdMatch, match_id
 from inkgrade.tables.layout import Layout, Table, load_key, load_layout
-from inkgrade.tables.scans import load_page, page_sources, scan_files
+from inkgrade.tables.scans import load_page, page_sources
+from inkgrade.workflow.scans import scan_files
 
 CELL_COLUMNS = ("student_id", "table_id", "item_id", "pass1", "pass2", "accepted", "flag", "confidence")
 GRADE_COLUMNS = ("student_id", "item_id", "run", "points", "max_points", "problem_type")

@@ -1,4 +1,9 @@
-"""Scanned pages from a PDF or a folder (PDFs and images, in name order), one page at a time."""
+"""Scanned pages of answer tables, one page at a time, rendered at the layout's page width.
+
+Files are listed and PDFs opened by :mod:`inkgrade.workflow.scans` (the same checks as the exam workflow: not a
+PDF, encrypted or empty is one line naming the file); only the rendering scale differs: a table layout is in
+pixels of the page's scan size, so a PDF page is rendered at that width rather than at a fixed dpi.
+"""
 
 from __future__ import annotations
 
@@ -9,35 +14,17 @@ import cv2
 import numpy as np
 
 from inkbase.errors import InputError
-
-IMAGE_EXT = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
-
-
-def scan_files(scans: str | Path) -> list[Path]:
-    scans = Path(scans)
-    if scans.is_file():
-        if scans.suffix.lower() not in IMAGE_EXT | {".pdf"}:
-            raise InputError(scans, "scans", "expected a PDF, an image or a folder of them")
-        return [scans]
-    if not scans.is_dir():
-        raise InputError(scans, "scans", "not found")
-    files = sorted(p for p in scans.iterdir() if p.suffix.lower() in IMAGE_EXT | {".pdf"})
-    if not files:
-        raise InputError(scans, "scans", "the folder holds no PDF or image")
-    return files
+from inkgrade.workflow.scans import PDF_SUFFIXES, open_pdf, scan_files
 
 
 def page_sources(files: list[Path]) -> list[tuple[str, Path, int]]:
     """``(source, file, page index)`` for every page; ``source`` names the file (and page of a PDF)."""
-    import pypdfium2 as pdfium
-
     out = []
     for f in files:
-        if f.suffix.lower() == ".pdf":
-            try:
-                n = len(pdfium.PdfDocument(str(f)))
-            except pdfium.PdfiumError as err:
-                raise InputError(f, "(file)", f"not a readable PDF: {err}") from None
+        if f.suffix.lower() in PDF_SUFFIXES:
+            pdf = open_pdf(f)
+            n = len(pdf)
+            pdf.close()
             out += [(f"{f.name} page {i + 1}", f, i) for i in range(n)]
         else:
             out.append((f.name, f, 0))
@@ -46,12 +33,13 @@ def page_sources(files: list[Path]) -> list[tuple[str, Path, int]]:
 
 def load_page(file: Path, index: int, width: int) -> np.ndarray:
     """A page as grey uint8; PDF pages are rendered ``width`` px wide (the layout's page size)."""
-    if file.suffix.lower() == ".pdf":
-        import pypdfium2 as pdfium
-
-        page = pdfium.PdfDocument(str(file))[index]
-        img = page.render(scale=width / page.get_width()).to_pil().convert("L")
-        return np.asarray(img)
+    if file.suffix.lower() in PDF_SUFFIXES:
+        pdf = open_pdf(file)
+        try:
+            page = pdf[index]
+            return np.asarray(page.render(scale=width / page.get_width()).to_pil().convert("L"))
+        finally:
+            pdf.close()
     img = cv2.imread(str(file), cv2.IMREAD_GRAYSCALE)
     if img is None:
         raise InputError(file, "(file)", "not a readable image")
