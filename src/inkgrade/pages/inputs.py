@@ -28,6 +28,7 @@ from grading.rubric import Question, Rubric, load_rubric
 from htr.regions import IDENTITY_LABELS, load_template
 from inkbase.errors import InputError
 from inkgrade.store import DB_NAME, ExamStore
+from inkgrade.workflow.scans import open_pdf
 
 PAGE_FILE = re.compile(r"^(?P<student>.+)_p(?P<page>\d+)\.(?P<ext>png|jpe?g)$", re.IGNORECASE)
 IMAGE_EXTS = {".png", ".jpg", ".jpeg"}
@@ -132,12 +133,7 @@ def _exam_dir_pages(exam_dir: Path) -> PageSet:
 
 
 def pdf_page_count(path: Path) -> int:
-    import pypdfium2 as pdfium
-
-    try:
-        pdf = pdfium.PdfDocument(str(path))
-    except pdfium.PdfiumError as err:
-        raise InputError(path, "(file)", f"not a readable PDF ({err})") from None
+    pdf = open_pdf(path)
     try:
         return len(pdf)
     finally:
@@ -145,9 +141,7 @@ def pdf_page_count(path: Path) -> int:
 
 
 def render_pdf_page(path: Path, index: int, dpi: float) -> Image.Image:
-    import pypdfium2 as pdfium
-
-    pdf = pdfium.PdfDocument(str(path))
+    pdf = open_pdf(path)
     try:
         return pdf[index].render(scale=dpi / 72).to_pil()
     finally:
