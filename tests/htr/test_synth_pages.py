@@ -1,4 +1,4 @@
-"""Synthetic exam pages: layout, region template, handwriting truth, scan artefacts; letter cells."""
+"""Synthetic exam pages: layout, region template, handwriting truth, scan artefacts."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from htr.regions import validate_template
-from htr.synth.cells import render_letter_cell
 from htr.synth.fonts import get_font
 from htr.synth.lines import ink_bbox
 from htr.synth.pages import IDENTITY_LABELS, PageConfig, QuestionBox, ScanConfig, layout_exam, render_exam
@@ -113,21 +112,3 @@ def test_same_writer_across_the_script(clean_exam):
     assert np.std(heights) / np.mean(heights) < 0.35
     assert exam.truth["font"] == "caveat"
 
-
-def test_letter_cells():
-    font = get_font("kalam-regular")
-    rng = np.random.default_rng(0)
-    for letter in "AZQ":
-        img = render_letter_cell(letter, font, rng, size=(64, 64))
-        arr = np.asarray(img)
-        assert img.mode == "L" and 64 <= arr.shape[0] <= 76 and arr.shape == arr.shape[::-1]
-        margin = (arr.shape[0] - 64) // 2
-        centre = arr[margin + 10:margin + 54, margin + 10:margin + 54]
-        assert centre.min() < np.median(arr) - 60  # the letter is written inside the cell
-        border = arr[margin:margin + 64, margin:margin + 2]
-        assert np.median(border) < np.median(arr) - 30  # the printed cell border
-    a = np.asarray(render_letter_cell("B", font, np.random.default_rng(5)))
-    b = np.asarray(render_letter_cell("B", font, np.random.default_rng(5)))
-    assert np.array_equal(a, b)
-    with pytest.raises(ValueError, match="one letter"):
-        render_letter_cell("AB", font, rng)
