@@ -30,6 +30,14 @@ def test_missing_weights_name_the_file(tmp_path):
         load_reader(tmp_path / "nope.safetensors")
 
 
+def test_a_reader_without_its_calibration_is_refused(tmp_path):
+    from htr.cells.reader import CellReader
+
+    path = save_reader(tmp_path / "w.safetensors", CellNet(width=8), {"temperature": 1.7, "verify_threshold": 0.9})
+    with pytest.raises(InputError, match=r"w\.safetensors: calibration\.accept_threshold: missing"):
+        CellReader(path)
+
+
 def test_temperature_undoes_overconfidence():
     rng = np.random.default_rng(0)
     y = rng.integers(0, 5, 4000)

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from htr.cells.data import CHARS, CLASSES, CROSSED, EMPTY, to_input
+from inkbase.errors import InputError
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "cells" / "cells.safetensors"
 
@@ -117,9 +118,13 @@ class CellReader:
         self.path = Path(weights) if weights else DEFAULT_WEIGHTS
         self.model, meta = load_reader(self.path)
         cal: dict[str, Any] = meta["calibration"]
-        self.temperature = float(cal.get("temperature", 1.0))
-        self.verify_threshold = float(cal.get("verify_threshold", 0.5))
-        self.accept_threshold = float(cal.get("accept_threshold", 0.5))
+        # The thresholds belong to the weights they were calibrated for: a file without them is not a reader.
+        missing = [k for k in ("temperature", "verify_threshold", "accept_threshold") if k not in cal]
+        if missing:
+            raise InputError(self.path, f"calibration.{missing[0]}", "missing (train with scripts/train_cells.py)")
+        self.temperature = float(cal["temperature"])
+        self.verify_threshold = float(cal["verify_threshold"])
+        self.accept_threshold = float(cal["accept_threshold"])
         self._torch = torch
 
     def probs_from_inputs(self, x: np.ndarray, batch: int = 512) -> np.ndarray:

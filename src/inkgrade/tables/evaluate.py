@@ -242,7 +242,7 @@ def table1(parts: dict[str, dict]) -> str:
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     folder = start_run(cfg.out_dir, cfg)
-    reader = CellReader(cfg.get("weights"))
+    reader = CellReader(cfg.weights)
     fonts = cell_fonts("test", cfg.fonts_dir)
     parts: dict[str, dict] = {}
     jobs = {  # name: (seed offset, job)

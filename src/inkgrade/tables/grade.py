@@ -260,7 +260,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     files = scan_files(cfg.scans)
     pages = page_sources(files)
     folder = start_run(cfg.out_dir, cfg)
-    reader = CellReader(cfg.get("weights"))
+    reader = CellReader(cfg.weights)
     passes = TwoPass(cfg, reader)
     store = _Store(cfg.exam_dir, layout, roster_rows) if cfg.get("exam_dir") else None
     done = {r["script"] for r in read_jsonl(folder.file("scripts.jsonl"))}
