@@ -62,3 +62,17 @@ def test_sentence_split_is_fixed_and_disjoint():
     val = line_texts(200, np.random.default_rng(0), sources=("sample_exam",), split="val", val_fraction=0.3)
     a, b = {next(train) for _ in range(300)}, {next(val) for _ in range(300)}
     assert a and b and a.isdisjoint(b)
+
+
+def test_python_docs_source_gives_prose_lines_in_the_charset():
+    from htr.synth.text import CHARSET, python_docs_sentences
+
+    sentences = python_docs_sentences()
+    assert len(sentences) > 500
+    assert all(30 <= len(s) <= 160 and set(s) <= set(CHARSET) for s in sentences)
+    assert not any("::" in s or "`" in s or "=" in s for s in sentences)  # code and grammar lines left out
+    lines = line_texts(40, np.random.default_rng(0), {"python_docs": 1.0}, split="train")
+    first = [next(lines) for _ in range(20)]
+    assert all(0 < len(t) <= 40 for t in first)
+    joined = " ".join(first)
+    assert any(word in joined.split() for word in ("the", "a", "is", "of"))

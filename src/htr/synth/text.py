@@ -6,6 +6,8 @@ Sources (``SOURCES``):
   answers, concept labels and synonyms from ``rubric.json`` and the answers in ``answers.jsonl``.
 * ``"semeval"``: SemEval-2013 Task 7, rows of the official *train* split only (student answers and
   reference answers), read from ``<data_dir>/semeval2013_task7_2way``. Its test splits are benchmarks.
+* ``"python_docs"``: English prose sentences of the Python documentation's help topics, which ship with
+  every Python (``pydoc_data.topics``): ordinary written sentences, unlike the short answers above.
 * ``"generic"``: sentences built here from ``vocabulary.txt`` plus numbers, units, formulas, names,
   ids and punctuation, so that every printable ASCII character is seen.
 
@@ -30,7 +32,7 @@ from inkbase.errors import ConfigError, InputError, check_range
 from inkbase.jsonio import iter_jsonl_objects, read_json
 
 CHARSET = "".join(chr(c) for c in range(0x20, 0x7F))
-SOURCES = ("sample_exam", "semeval", "generic")
+SOURCES = ("sample_exam", "semeval", "python_docs", "generic")
 SEMEVAL_DIR = "semeval2013_task7_2way"
 SAMPLE_EXAM_DIR = Path(__file__).resolve().parents[2] / "grading" / "sample_exam"
 
@@ -94,6 +96,20 @@ def semeval_train_sentences(data_dir: str | Path) -> list[str]:
             raise InputError(questions, f"line {i}: reference_answers_json", "invalid JSON") from None
         texts += [r["text"] for r in refs if isinstance(r, dict) and r.get("text")]
     return [t for t in dict.fromkeys(to_charset(t) for t in texts) if t]
+
+
+@lru_cache(maxsize=1)
+def python_docs_sentences() -> tuple[str, ...]:
+    """Prose sentences of ``pydoc_data.topics`` (30-160 characters; lines of code and tables left out)."""
+    import re
+
+    from pydoc_data.topics import topics
+
+    text = re.sub(r"\s+", " ", " ".join(topics.values()))
+    sentences = (s.strip() for s in re.split(r"(?<=[.!?])\s+", text))
+    # Code, grammar rules and tables carry these characters; prose rarely does.
+    prose = (s for s in sentences if 30 <= len(s) <= 160 and not re.search(r"[*`=>{}|\\]|::|\.\.\.|\s{2}", s))
+    return tuple(dict.fromkeys(to_charset(s) for s in prose))
 
 
 def _read_csv(path: Path, required: Sequence[str]) -> list[dict[str, str]]:
@@ -240,6 +256,8 @@ def load_sources(sources: Sequence[str] | Mapping[str, float], data_dir: str | P
             loaded[name] = None
         elif name == "sample_exam":
             loaded[name] = sample_exam_sentences(sample_exam_dir)
+        elif name == "python_docs":
+            loaded[name] = list(python_docs_sentences())
         else:
             if data_dir is None:
                 raise ConfigError("text.data_dir", "the 'semeval' source needs the external data directory")
