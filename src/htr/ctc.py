@@ -21,7 +21,7 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -232,16 +232,19 @@ class CTCRecognizer(nn.Module):
         return out
 
     @torch.inference_mode()
-    def decode(self, ink: torch.Tensor, widths: torch.Tensor, num_beams: int = 5) -> list[list[int]]:
-        """Label ids per line: CTC prefix beam search with ``num_beams`` > 1, else the best path."""
-        return self.decode_outputs(self(ink, widths), num_beams)
+    def decode(self, ink: torch.Tensor, widths: torch.Tensor, num_beams: int = 5,
+               lm: Callable[[tuple[int, ...], int], float] | None = None) -> list[list[int]]:
+        """Label ids per line: CTC prefix beam search with ``num_beams`` > 1 (with the language model
+        scorer ``lm``, if given: :mod:`htr.lm`), else the best path."""
+        return self.decode_outputs(self(ink, widths), num_beams, lm)
 
-    def decode_outputs(self, out: dict[str, torch.Tensor], num_beams: int = 5) -> list[list[int]]:
+    def decode_outputs(self, out: dict[str, torch.Tensor], num_beams: int = 5,
+                       lm: Callable[[tuple[int, ...], int], float] | None = None) -> list[list[int]]:
         """Label ids from a forward pass's ``log_probs`` and ``lengths`` (as :meth:`decode`)."""
         if num_beams <= 1:
             return greedy_decode(out["log_probs"], out["lengths"], self.blank_id)
         lp = out["log_probs"].cpu().numpy()
-        return [prefix_beam_search(lp[i, :n], num_beams, self.blank_id)
+        return [prefix_beam_search(lp[i, :n], num_beams, self.blank_id, lm=lm)
                 for i, n in enumerate(out["lengths"].tolist())]
 
     # ----------------------------------------------------------------------------------- save / load
@@ -319,12 +322,14 @@ def _add(beams: dict[tuple[int, ...], list[float]], prefix: tuple[int, ...], p_b
     cur[1] = np.logaddexp(cur[1], p_label)
 
 
-def prefix_beam_search(log_probs: np.ndarray, beam: int, blank: int, prune: float = -10.0) -> list[int]:
-    """CTC prefix beam search over one line's (T, V) log-probabilities, without a language model.
+def prefix_beam_search(log_probs: np.ndarray, beam: int, blank: int, prune: float = -10.0,
+                       lm: Callable[[tuple[int, ...], int], float] | None = None) -> list[int]:
+    """CTC prefix beam search over one line's (T, V) log-probabilities.
 
     Written here because torchaudio's CTC decoder is not a dependency. Each prefix keeps the
     log-probabilities of its paths ending in a blank and in its last label; labels scoring below
-    ``prune`` at a column are not tried as extensions there."""
+    ``prune`` at a column are not tried as extensions there. ``lm(prefix, label)``, if given, is added
+    once when a prefix is extended by a label (shallow fusion; see :mod:`htr.lm`)."""
     neg = -math.inf
     beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, neg)}  # prefix -> (ends blank, ends label)
     for t in range(log_probs.shape[0]):
@@ -338,7 +343,7 @@ def prefix_beam_search(log_probs: np.ndarray, beam: int, blank: int, prune: floa
             for c in labels:
                 # A repeated label needs a blank in between; any other label may follow either ending.
                 p = pb if prefix and prefix[-1] == c else np.logaddexp(pb, pl)
-                _add(nxt, prefix + (c,), p_label=p + row[c])
+                _add(nxt, prefix + (c,), p_label=p + row[c] + (lm(prefix, c) if lm is not None else 0.0))
         ranked = sorted(nxt.items(), key=lambda kv: np.logaddexp(*kv[1]), reverse=True)[:beam]
         beams = {k: (v[0], v[1]) for k, v in ranked}
     return list(max(beams.items(), key=lambda kv: np.logaddexp(*kv[1]))[0])

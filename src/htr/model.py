@@ -66,10 +66,24 @@ class HTRBundle:
         return [" ".join(t.split()) for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
 
     @torch.inference_mode()
-    def transcribe(self, images: list[Image.Image], num_beams: int = 5, fast: bool = True) -> list[str]:
+    def lm_scorer(self, name: str | None, weight: float = 0.3, bonus: float = 2.5):
+        """The language-model scorer ``name`` (:func:`htr.lm.build_scorer`) over this model's labels, for
+        :meth:`transcribe`; None for ``none``. Only CTC models decode with one."""
+        if name in (None, "none"):
+            return None
+        if not self.is_ctc:  # an encoder-decoder has its own decoder as language model
+            return None
+        from htr.lm import build_scorer
+
+        tokens = self.tokenizer.convert_ids_to_tokens(list(range(self.model.config["vocab_size"])))
+        chars = [t if t is not None and len(t) == 1 else "" for t in tokens]  # special tokens spell nothing
+        return build_scorer(name, chars, weight, bonus)
+
+    def transcribe(self, images: list[Image.Image], num_beams: int = 5, fast: bool = True, lm=None) -> list[str]:
         """Beam-search transcription. ``fast`` uses :func:`htr.fast_decode.fast_generate` (static KV
         cache; token-exact with ``generate`` in float32; bf16 with CUDA graphs on a GPU), else ``generate``;
-        for a CTC model on a CPU, ``fast`` runs the PP-OCR graph in onnxruntime."""
+        for a CTC model on a CPU, ``fast`` runs the PP-OCR graph in onnxruntime. ``lm`` (CTC only): a
+        scorer from :meth:`lm_scorer` fused into the beam search."""
         import torch
 
         device = next(self.model.parameters()).device
@@ -79,7 +93,7 @@ class HTRBundle:
             if hasattr(self.model.backbone, "use_onnxruntime"):
                 self.model.backbone.use_onnxruntime = fast
             ink, widths = batch_ink([self.image_processor.line(im) for im in images], self.model.reduction)
-            return self.decode(self.model.decode(ink.to(device), widths, num_beams=num_beams))
+            return self.decode(self.model.decode(ink.to(device), widths, num_beams=num_beams, lm=lm))
         dtype = next(self.model.parameters()).dtype
         pixels = self.pixel_values(images).to(device=device, dtype=dtype)
         if not fast:

@@ -28,6 +28,11 @@ class Recognizer(ABC):
     def recognize(self, images: Sequence[Image.Image]) -> list[str]:
         """Transcribe each line image; an unreadable line gives an empty string."""
 
+    def without_language_model(self) -> Recognizer:
+        """This recogniser reading without a language model (for names, IDs and codes, which no word list
+        predicts); recognisers that have none return themselves."""
+        return self
+
 
 class RapidOCRRecognizer(Recognizer):
     """PP-OCR recognition model (ONNX, from the ``rapidocr`` package), text detection switched off."""
@@ -81,7 +86,8 @@ class ModelRecognizer(Recognizer):
     name = "model"
 
     def __init__(self, model_dir: str | None = None, num_beams: int = 5, batch_size: int = 16,
-                 device: str = "auto", fast: bool = True):
+                 device: str = "auto", fast: bool = True, lm: str | None = None, lm_weight: float = 0.3,
+                 lm_bonus: float = 2.5, max_pad_ratio: float = 1.0):
         import torch
 
         from htr.model import default_model_dir, load_bundle
@@ -89,21 +95,44 @@ class ModelRecognizer(Recognizer):
         self.model_dir = str(model_dir) if model_dir else str(default_model_dir())
         self.num_beams = num_beams
         self.batch_size = batch_size
+        self.max_pad_ratio = max_pad_ratio
         self.fast = fast
         self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         self.bundle = load_bundle(self.model_dir)
         self.bundle.model.to(self.device).eval()
+        self.lm = self.bundle.lm_scorer(lm, lm_weight, lm_bonus)
 
     def recognize(self, images: Sequence[Image.Image]) -> list[str]:
-        order = list(range(len(images)))
-        if self.bundle.is_ctc:  # batch lines of similar length: less padding to read through
-            order.sort(key=lambda i: images[i].width / max(1, images[i].height))
         out: list[str] = [""] * len(images)
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start:start + self.batch_size]
-            texts = self.bundle.transcribe([images[i] for i in chunk], num_beams=self.num_beams, fast=self.fast)
+        for chunk in self.batches(images):
+            texts = self.bundle.transcribe([images[i] for i in chunk], num_beams=self.num_beams, fast=self.fast,
+                                           lm=self.lm)
             for i, text in zip(chunk, texts, strict=True):
                 out[i] = text
+        return out
+
+
+    def without_language_model(self) -> ModelRecognizer:
+        import copy
+
+        plain = copy.copy(self)  # shares the loaded model
+        plain.lm = None
+        return plain
+
+    def batches(self, images: Sequence[Image.Image]) -> list[list[int]]:
+        """Indices of ``images`` in batches of at most ``batch_size``. A CTC model's batches hold lines
+        of similar length (the widest at most ``max_pad_ratio`` times the narrowest, once scaled to the
+        model's height): PP-OCR's attention reads the padding too, and padded lines read worse."""
+        if not self.bundle.is_ctc:
+            return [list(range(i, min(i + self.batch_size, len(images))))
+                    for i in range(0, len(images), self.batch_size)]
+        ratio = {i: im.width / max(1, im.height) for i, im in enumerate(images)}
+        out: list[list[int]] = []
+        for i in sorted(ratio, key=ratio.get):
+            if out and len(out[-1]) < self.batch_size and ratio[i] <= self.max_pad_ratio * ratio[out[-1][0]]:
+                out[-1].append(i)
+            else:
+                out.append([i])
         return out
 
 

@@ -29,7 +29,6 @@ import jiwer
 import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
-from PIL import Image
 from tqdm import tqdm
 
 from grading.agreement import summary_agreement
@@ -122,16 +121,17 @@ def render_stage(cfg: DictConfig, exam: Exam, folder: RunFolder) -> None:
 
 # ---------------------------------------------------------------- read
 def read_stage(cfg: DictConfig, exam: Exam, folder: RunFolder) -> None:
-    from htr.preprocess import PreprocessConfig, preprocess
+    from htr.preprocess import PreprocessConfig
     from htr.recognize import build_recognizer
     from htr.regions import align_page, crop_regions
-    from htr.segment import SegmenterConfig, segment_lines
+    from htr.segment import SegmenterConfig
+    from inkgrade.workflow.ingest import RegionReader
 
     layout = exam_layout(cfg, exam)
     template = layout.template()
-    pre_cfg = PreprocessConfig.from_dict(cfg.preprocess)
-    seg_cfg = SegmenterConfig.from_dict(cfg.segmenter)
     recognizer = build_recognizer(cfg.recognizer)
+    reader = RegionReader(recognizer, PreprocessConfig.from_dict(cfg.preprocess),
+                          SegmenterConfig.from_dict(cfg.segmenter))
     done = {r["script"] for r in read_jsonl(folder.file("transcriptions.jsonl"))}
     truth = read_jsonl(folder.file("truth.jsonl"))
     with JsonlAppender(folder.file("transcriptions.jsonl")) as out:
@@ -140,7 +140,7 @@ def read_stage(cfg: DictConfig, exam: Exam, folder: RunFolder) -> None:
                 continue
             crops_dir = folder.path / "regions" / script["script"]
             crops_dir.mkdir(parents=True, exist_ok=True)
-            line_images, owners, regions = [], [], {}
+            crops, pages = {}, {}
             for k, page_file in enumerate(script["page_files"]):
                 scan = cv2.imread(str(folder.file(page_file)), cv2.IMREAD_GRAYSCALE)
                 if scan is None:
@@ -148,18 +148,8 @@ def read_stage(cfg: DictConfig, exam: Exam, folder: RunFolder) -> None:
                 aligned = align_page(scan, k, layout, method=cfg.align, source=str(folder.file(page_file)))
                 for label, crop in crop_regions(aligned, template[str(k)]).items():
                     cv2.imwrite(str(crops_dir / f"{label}.png"), crop)
-                    image, scale = preprocess(crop, pre_cfg)
-                    boxes = segment_lines(image, seg_cfg)
-                    regions[label] = {"page": k, "lines": [
-                        {k2: int(round(v / scale)) for k2, v in b.as_dict().items()} for b in boxes]}
-                    for i, box in enumerate(boxes):
-                        line_images.append(Image.fromarray(box.crop(image)))
-                        owners.append((label, i))
-            texts = recognizer.recognize(line_images) if line_images else []
-            for (label, i), text in zip(owners, texts, strict=True):
-                regions[label]["lines"][i]["text"] = text
-            for region in regions.values():
-                region["text"] = " ".join(line["text"] for line in region["lines"] if line["text"]).strip()
+                    crops[label], pages[label] = crop, k
+            regions = {label: {"page": pages[label], **region} for label, region in reader.read(crops).items()}
             match = match_identity(regions.get("ID", {}).get("text", ""), regions.get("NAME", {}).get("text", ""),
                                    exam.roster)
             out.write({"script": script["script"], "student_id_read": match.student_id,

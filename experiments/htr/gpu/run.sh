@@ -20,7 +20,7 @@ if [ "${1:-full}" = tiny ]; then
   common=(trainer.max_steps=2 trainer.epochs=2 trainer.time_budget_min=null data.val_lines=4 data.heldout_lines=4
           data.num_workers=0 trainer.batch_size=2 trainer.eval_batch_size=4)
 else
-  common=(trainer.batch_size=64 trainer.eval_batch_size=128 data.num_workers=4 data.train_lines=400000
+  common=(trainer.batch_size=48 trainer.eval_batch_size=32 data.num_workers=6 data.train_lines=400000
           trainer.epochs=10 trainer.ctc.patience=4 "trainer.time_budget_min=${BUDGET_MIN:-4.5}"
           data.val_lines=256 data.heldout_lines=256)
 fi
@@ -33,7 +33,7 @@ declare -A extra=(
 $PY data_prep/handwriting_lines/prepare.py --data-dir "$DATA_DIR" --out "$OUT/data/lines"
 mkdir -p "$OUT/logs"
 pids=()
-for name in anchored prose prose_tight; do
+for name in ${CANDIDATES:-anchored prose}; do
   # shellcheck disable=SC2086  # the extra overrides are words
   $PY scripts/train_htr.py experiment=htr_ctc_anchored paths.data_dir="$DATA_DIR" \
     data.select_manifest="$OUT/data/lines/lines.jsonl" out_dir="$OUT/runs/$name" "${common[@]}" ${extra[$name]} \

@@ -102,7 +102,6 @@ def semeval_train_sentences(data_dir: str | Path) -> list[str]:
 def python_docs_sentences() -> tuple[str, ...]:
     """Prose sentences of ``pydoc_data.topics`` (30-160 characters; lines of code and tables left out)."""
     import re
-
     from pydoc_data.topics import topics
 
     text = re.sub(r"\s+", " ", " ".join(topics.values()))

@@ -40,7 +40,7 @@ from grading.roster import Student, load_roster, match_identity
 from grading.rubric import Answer, Question, Rubric, load_rubric
 from htr.preprocess import PreprocessConfig, preprocess
 from htr.recognize import Recognizer, build_recognizer
-from htr.regions import crop_regions
+from htr.regions import IDENTITY_LABELS, crop_regions
 from htr.segment import SegmenterConfig, segment_lines
 from inkbase.errors import config_dataclass
 from inkbase.runs import hydra_output_dir, start_run
@@ -64,17 +64,26 @@ class RegionReader:
     seg: SegmenterConfig
 
     def read(self, crops: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
-        images, owners, out = [], [], {}
+        """Identity regions (ID, name) are read without the recogniser's language model: no word list
+        predicts a name or a student number."""
+        groups: dict[bool, tuple[list[Image.Image], list[tuple[str, int]]]] = {True: ([], []), False: ([], [])}
+        out: dict[str, dict[str, Any]] = {}
         for label, crop in crops.items():
             image, scale = preprocess(crop, self.pre)
             boxes = segment_lines(image, self.seg)
             out[label] = {"lines": [{k: int(round(v / scale)) for k, v in b.as_dict().items()} for b in boxes]}
+            images, owners = groups[label in IDENTITY_LABELS]
             for i, box in enumerate(boxes):
                 images.append(Image.fromarray(box.crop(image)))
                 owners.append((label, i))
-        texts = self.recognizer.recognize(images) if images else []
-        for (label, i), text in zip(owners, texts, strict=True):
-            out[label]["lines"][i]["text"] = text
+        for identity, (images, owners) in groups.items():
+            if not images:
+                continue
+            rec = self.recognizer
+            if identity:
+                rec = getattr(rec, "without_language_model", lambda r=rec: r)()  # duck-typed recognisers have none
+            for (label, i), text in zip(owners, rec.recognize(images), strict=True):
+                out[label]["lines"][i]["text"] = text
         for region in out.values():
             region["text"] = " ".join(line["text"] for line in region["lines"] if line["text"]).strip()
         return out
