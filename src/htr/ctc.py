@@ -18,6 +18,7 @@ processor and the char tokenizer. The CTC blank is the tokenizer's ``<pad>`` id,
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 import math
 import os
@@ -312,11 +313,29 @@ def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor, blank: int) ->
     return out
 
 
+LOG2 = math.log(2.0)
+
+
+def _logaddexp(a: float, b: float) -> float:
+    """``np.logaddexp`` on two Python floats, the same formula and libm calls, without the per-call
+    overhead of a NumPy ufunc on scalars (which took most of the beam search's time)."""
+    if a == b:
+        return a + LOG2
+    d = a - b
+    return a + math.log1p(math.exp(-d)) if d > 0 else b + math.log1p(math.exp(d))
+
+
 def _add(beams: dict[tuple[int, ...], list[float]], prefix: tuple[int, ...], p_blank: float = -math.inf,
          p_label: float = -math.inf) -> None:
-    cur = beams.setdefault(prefix, [-math.inf, -math.inf])
-    cur[0] = np.logaddexp(cur[0], p_blank)
-    cur[1] = np.logaddexp(cur[1], p_label)
+    cur = beams.get(prefix)
+    if cur is None:
+        beams[prefix] = cur = [-math.inf, -math.inf]
+    cur[0] = _logaddexp(cur[0], p_blank)
+    cur[1] = _logaddexp(cur[1], p_label)
+
+
+def _total(item: tuple[tuple[int, ...], list[float]]) -> float:
+    return _logaddexp(item[1][0], item[1][1])
 
 
 def prefix_beam_search(log_probs: np.ndarray, beam: int, blank: int, prune: float = -10.0) -> list[int]:
@@ -325,23 +344,26 @@ def prefix_beam_search(log_probs: np.ndarray, beam: int, blank: int, prune: floa
     Written here because torchaudio's CTC decoder is not a dependency. Each prefix keeps the
     log-probabilities of its paths ending in a blank and in its last label; labels scoring below
     ``prune`` at a column are not tried as extensions there."""
-    neg = -math.inf
-    beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, neg)}  # prefix -> (ends blank, ends label)
-    for t in range(log_probs.shape[0]):
-        row = log_probs[t]
-        labels = [int(c) for c in np.flatnonzero(row > prune) if c != blank]
+    log_probs = np.asarray(log_probs)
+    tried = log_probs > prune
+    tried[:, blank] = False
+    rows = log_probs.tolist()  # Python floats: scalar indexing into NumPy arrays is slow
+    beams: dict[tuple[int, ...], list[float]] = {(): [0.0, -math.inf]}  # prefix -> [ends blank, ends label]
+    for row, candidates in zip(rows, tried, strict=True):
+        labels = np.flatnonzero(candidates).tolist()
+        p_blank = row[blank]
         nxt: dict[tuple[int, ...], list[float]] = {}
         for prefix, (pb, pl) in beams.items():
-            _add(nxt, prefix, p_blank=np.logaddexp(pb, pl) + row[blank])
+            either = _logaddexp(pb, pl)
+            _add(nxt, prefix, p_blank=either + p_blank)
             if prefix:
                 _add(nxt, prefix, p_label=pl + row[prefix[-1]])  # the last label continues
             for c in labels:
                 # A repeated label needs a blank in between; any other label may follow either ending.
-                p = pb if prefix and prefix[-1] == c else np.logaddexp(pb, pl)
+                p = pb if prefix and prefix[-1] == c else either
                 _add(nxt, prefix + (c,), p_label=p + row[c])
-        ranked = sorted(nxt.items(), key=lambda kv: np.logaddexp(*kv[1]), reverse=True)[:beam]
-        beams = {k: (v[0], v[1]) for k, v in ranked}
-    return list(max(beams.items(), key=lambda kv: np.logaddexp(*kv[1]))[0])
+        beams = dict(heapq.nlargest(beam, nxt.items(), key=_total))  # = sorted(..., reverse=True)[:beam]
+    return list(max(beams.items(), key=_total)[0])
 
 
 def batch_ink(inks: Sequence[np.ndarray], multiple: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
