@@ -115,14 +115,6 @@ def _ppocr_proto():
     return onnx.load(str(path))
 
 
-def _ort_session(proto):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
-
-
 class PPOCRBackbone(nn.Module):
     """PP-OCRv6 small recogniser up to its classifier: (N, 3, 48, W) -> (N, ceil(W / 8), 120)."""
 
@@ -134,10 +126,6 @@ class PPOCRBackbone(nn.Module):
 
         self.graph = OnnxGraph(_ppocr_proto(), "x", PPOCR_FEATURES)
         self.out_features = 120
-        # Inference on a CPU runs the graph in onnxruntime with these weights (the same numbers, several
-        # times faster than the operator-by-operator PyTorch graph); training and GPUs use PyTorch.
-        self.use_onnxruntime = True
-        self._session = None
 
     @staticmethod
     def pixels(ink: torch.Tensor) -> torch.Tensor:
@@ -145,16 +133,7 @@ class PPOCRBackbone(nn.Module):
         return grey.expand(-1, 3, -1, -1)
 
     def forward(self, pixels: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        if not self.training and not torch.is_grad_enabled() and pixels.device.type == "cpu" and self.use_onnxruntime:
-            if self._session is None:
-                self._session = _ort_session(self.graph.to_onnx())
-            feats = self._session.run(None, {"x": pixels.float().numpy()})[0]
-            return torch.from_numpy(feats)
         return self.graph(pixels)
-
-    def train(self, mode: bool = True):
-        self._session = None  # weights may change: the onnxruntime copy is rebuilt when next needed
-        return super().train(mode)
 
 
 def ppocr_classifier(charset: Sequence[str], vocab_size: int, blank_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -198,6 +177,24 @@ class CTCRecognizer(nn.Module):
         self.classifier = nn.Linear(self.backbone.out_features, self.config["vocab_size"])
         nn.init.xavier_uniform_(self.classifier.weight)
         nn.init.zeros_(self.classifier.bias)
+        # Inference of a PP-OCR model on a CPU runs in onnxruntime (htr.ctc_onnx: the same numbers,
+        # several times faster than PyTorch's operator-by-operator graph); False keeps it in PyTorch.
+        self.onnxruntime = True
+        self.weights_sha256: str | None = None  # of the file the weights were loaded from: names the ONNX cache
+        self._runner = None
+
+    def uses_onnxruntime(self, ink: torch.Tensor) -> bool:
+        return (self.onnxruntime and self.config["backbone"] == "ppocr" and not self.training
+                and not torch.is_grad_enabled() and ink.device.type == "cpu" and ink.dtype == torch.uint8)
+
+    def train(self, mode: bool = True):
+        if mode:  # the weights may change from here on: the onnxruntime copy is rebuilt when next needed
+            self._runner, self.weights_sha256 = None, None
+        return super().train(mode)
+
+    def load_state_dict(self, *args, **kwargs):
+        self._runner, self.weights_sha256 = None, None
+        return super().load_state_dict(*args, **kwargs)
 
     @property
     def blank_id(self) -> int:
@@ -220,9 +217,15 @@ class CTCRecognizer(nn.Module):
         if widths is None:
             widths = torch.full((n,), w, dtype=torch.long)
         lengths = self.frames(widths.to(ink.device))
-        feats = self.backbone(self.backbone.pixels(ink), lengths)
-        lengths = lengths.clamp(max=feats.shape[1])
-        log_probs = self.classifier(feats).float().log_softmax(-1)
+        if self.uses_onnxruntime(ink):
+            if self._runner is None:
+                from htr.ctc_onnx import OnnxCTC
+
+                self._runner = OnnxCTC(self, self.weights_sha256)
+            log_probs = torch.from_numpy(self._runner(ink.numpy()))
+        else:
+            log_probs = self.classifier(self.backbone(self.backbone.pixels(ink), lengths)).float().log_softmax(-1)
+        lengths = lengths.clamp(max=log_probs.shape[1])
         out = {"log_probs": log_probs, "lengths": lengths}
         if labels is not None:
             keep = labels >= 0
@@ -239,11 +242,11 @@ class CTCRecognizer(nn.Module):
 
     def decode_outputs(self, out: dict[str, torch.Tensor], num_beams: int = 5) -> list[list[int]]:
         """Label ids from a forward pass's ``log_probs`` and ``lengths`` (as :meth:`decode`)."""
+        log_probs = out["log_probs"].cpu().numpy()
+        lengths = out["lengths"].tolist()
         if num_beams <= 1:
-            return greedy_decode(out["log_probs"], out["lengths"], self.blank_id)
-        lp = out["log_probs"].cpu().numpy()
-        return [prefix_beam_search(lp[i, :n], num_beams, self.blank_id)
-                for i, n in enumerate(out["lengths"].tolist())]
+            return greedy_decode(log_probs, lengths, self.blank_id)
+        return [prefix_beam_search(log_probs[i, :n], num_beams, self.blank_id) for i, n in enumerate(lengths)]
 
     # ----------------------------------------------------------------------------------- save / load
     def save(self, directory: str | os.PathLike, half: bool = False) -> None:
@@ -261,19 +264,21 @@ class CTCRecognizer(nn.Module):
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> CTCRecognizer:
-        from safetensors.torch import load_file
+        from safetensors.torch import load
 
         directory = Path(directory)
         config = json.loads((directory / "config.json").read_text())
         config.pop("model_type", None)
         config.pop("ppocr_onnx", None)
         model = cls(config)
-        state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(directory / WEIGHTS_FILE)).items()}
+        weights = (directory / WEIGHTS_FILE).read_bytes()
+        state = {k: v.float() if v.is_floating_point() else v for k, v in load(weights).items()}
         try:
             model.load_state_dict(state)
         except RuntimeError as err:
             raise InputError(directory / WEIGHTS_FILE, "weights",
                              f"do not fit the model in config.json: {str(err).splitlines()[1].strip()}") from None
+        model.weights_sha256 = hashlib.sha256(weights).hexdigest()
         return model.eval()
 
     @staticmethod
@@ -301,11 +306,11 @@ def build_ctc_model(cfg, tokenizer, charset: str) -> CTCRecognizer:
 
 
 # ------------------------------------------------------------------------------------------ decoding
-def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor, blank: int) -> list[list[int]]:
+def greedy_decode(log_probs: np.ndarray, lengths: Sequence[int], blank: int) -> list[list[int]]:
     """Best path: the most likely label per column, repeats merged, blanks dropped."""
-    best = log_probs.argmax(-1).cpu().numpy()
+    best = np.asarray(log_probs).argmax(-1)
     out = []
-    for row, n in zip(best, lengths.tolist(), strict=True):
+    for row, n in zip(best, lengths, strict=True):
         row = row[:n]
         keep = np.ones(len(row), bool)
         keep[1:] = row[1:] != row[:-1]
