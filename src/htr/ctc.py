@@ -183,6 +183,11 @@ class CTCRecognizer(nn.Module):
         self.weights_sha256: str | None = None  # of the file the weights were loaded from: names the ONNX cache
         self._runner = None
 
+    @property
+    def onnx_file(self):
+        """The cached ONNX export the onnxruntime session was built from (None: none built, or in memory)."""
+        return None if self._runner is None else self._runner.path
+
     def uses_onnxruntime(self, ink: torch.Tensor) -> bool:
         return (self.onnxruntime and self.config["backbone"] == "ppocr" and not self.training
                 and not torch.is_grad_enabled() and ink.device.type == "cpu" and ink.dtype == torch.uint8)

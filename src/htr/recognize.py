@@ -34,10 +34,13 @@ class RapidOCRRecognizer(Recognizer):
 
     name = "rapidocr"
 
-    def __init__(self, use_det: bool = False):
+    def __init__(self, use_det: bool = False, threads: int | None = None):
         from rapidocr import RapidOCR
 
-        self.engine = RapidOCR(params={"Global.log_level": "error"})
+        params: dict = {"Global.log_level": "error"}
+        if threads:  # onnxruntime intra-op threads (default: one per physical core)
+            params["EngineConfig.onnxruntime.intra_op_num_threads"] = int(threads)
+        self.engine = RapidOCR(params=params)
         self.use_det = use_det
 
     def recognize(self, images: Sequence[Image.Image]) -> list[str]:
