@@ -112,3 +112,24 @@ def test_eval_pages_scores_line_counts_and_page_text(tmp_path, monkeypatch):
     assert metrics["pages"] == 2 and metrics["line_count_exact"] == 2 and metrics["inverted_pages"] == 2
     assert metrics["reference_lines"] == metrics["found_lines"] == 5
     assert metrics["cer"] == 0.0 and metrics["line_count_accuracy"] == 1.0
+
+
+def test_a_missing_tesseract_is_one_error_line_from_the_script(tmp_path):
+    """Without the tesseract binary on PATH, ``recognizer=tesseract`` ends with one line naming it and exit
+    status 2, not a traceback."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    Image.fromarray(page_with_lines(1)).save(tmp_path / "page.png")
+    env = {**os.environ, "PATH": str(tmp_path / "bin")}  # a PATH with no tesseract (nor anything else)
+    res = subprocess.run([sys.executable, str(repo / "scripts" / "transcribe.py"), f"image={tmp_path / 'page.png'}",
+                          f"out_dir={tmp_path / 'run'}", "recognizer=tesseract"],
+                         capture_output=True, text=True, timeout=300, cwd=repo, env=env)
+    assert res.returncode == 2, res.stderr[-2000:]
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in res.stderr
+    assert lines[0] == ("error: config: recognizer.name: tesseract is not installed (Debian: apt-get install "
+                        "tesseract-ocr tesseract-ocr-eng)")
