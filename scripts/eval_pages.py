@@ -1,4 +1,5 @@
-"""Transcribe the real paragraph pages and score line counts and page CER; writes metrics.json into out_dir.
+"""Transcribe the real paragraph pages and score line counts and page CER; writes metrics.json into out_dir
+(a missing, empty or unreadable page is named on stderr, listed in skipped.jsonl and left out).
 
 python scripts/eval_pages.py paths.data_dir=<data> out_dir=<dir> [model_dir=<dir>] [recognizer=model|rapidocr|tesseract]
 """

@@ -24,6 +24,14 @@ def external_data_dir() -> Path | None:
     return path if path.is_dir() and any(path.iterdir()) else None
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache_dir(tmp_path_factory) -> Path:
+    """Recognisers exported to ONNX (htr.ctc_onnx) are cached for this test session only, not for the user."""
+    path = tmp_path_factory.mktemp("inkgrade-cache")
+    os.environ["INKGRADE_CACHE_DIR"] = str(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     path = external_data_dir()

@@ -18,6 +18,7 @@ processor and the char tokenizer. The CTC blank is the tokenizer's ``<pad>`` id,
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 import math
 import os
@@ -114,14 +115,6 @@ def _ppocr_proto():
     return onnx.load(str(path))
 
 
-def _ort_session(proto):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
-
-
 class PPOCRBackbone(nn.Module):
     """PP-OCRv6 small recogniser up to its classifier: (N, 3, 48, W) -> (N, ceil(W / 8), 120)."""
 
@@ -133,10 +126,6 @@ class PPOCRBackbone(nn.Module):
 
         self.graph = OnnxGraph(_ppocr_proto(), "x", PPOCR_FEATURES)
         self.out_features = 120
-        # Inference on a CPU runs the graph in onnxruntime with these weights (the same numbers, several
-        # times faster than the operator-by-operator PyTorch graph); training and GPUs use PyTorch.
-        self.use_onnxruntime = True
-        self._session = None
 
     @staticmethod
     def pixels(ink: torch.Tensor) -> torch.Tensor:
@@ -144,16 +133,7 @@ class PPOCRBackbone(nn.Module):
         return grey.expand(-1, 3, -1, -1)
 
     def forward(self, pixels: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        if not self.training and not torch.is_grad_enabled() and pixels.device.type == "cpu" and self.use_onnxruntime:
-            if self._session is None:
-                self._session = _ort_session(self.graph.to_onnx())
-            feats = self._session.run(None, {"x": pixels.float().numpy()})[0]
-            return torch.from_numpy(feats)
         return self.graph(pixels)
-
-    def train(self, mode: bool = True):
-        self._session = None  # weights may change: the onnxruntime copy is rebuilt when next needed
-        return super().train(mode)
 
 
 def ppocr_classifier(charset: Sequence[str], vocab_size: int, blank_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -197,6 +177,29 @@ class CTCRecognizer(nn.Module):
         self.classifier = nn.Linear(self.backbone.out_features, self.config["vocab_size"])
         nn.init.xavier_uniform_(self.classifier.weight)
         nn.init.zeros_(self.classifier.bias)
+        # Inference of a PP-OCR model on a CPU runs in onnxruntime (htr.ctc_onnx: the same numbers,
+        # several times faster than PyTorch's operator-by-operator graph); False keeps it in PyTorch.
+        self.onnxruntime = True
+        self.weights_sha256: str | None = None  # of the file the weights were loaded from: names the ONNX cache
+        self._runner = None
+
+    @property
+    def onnx_file(self):
+        """The cached ONNX export the onnxruntime session was built from (None: none built, or in memory)."""
+        return None if self._runner is None else self._runner.path
+
+    def uses_onnxruntime(self, ink: torch.Tensor) -> bool:
+        return (self.onnxruntime and self.config["backbone"] == "ppocr" and not self.training
+                and not torch.is_grad_enabled() and ink.device.type == "cpu" and ink.dtype == torch.uint8)
+
+    def train(self, mode: bool = True):
+        if mode:  # the weights may change from here on: the onnxruntime copy is rebuilt when next needed
+            self._runner, self.weights_sha256 = None, None
+        return super().train(mode)
+
+    def load_state_dict(self, *args, **kwargs):
+        self._runner, self.weights_sha256 = None, None
+        return super().load_state_dict(*args, **kwargs)
 
     @property
     def blank_id(self) -> int:
@@ -219,9 +222,15 @@ class CTCRecognizer(nn.Module):
         if widths is None:
             widths = torch.full((n,), w, dtype=torch.long)
         lengths = self.frames(widths.to(ink.device))
-        feats = self.backbone(self.backbone.pixels(ink), lengths)
-        lengths = lengths.clamp(max=feats.shape[1])
-        log_probs = self.classifier(feats).float().log_softmax(-1)
+        if self.uses_onnxruntime(ink):
+            if self._runner is None:
+                from htr.ctc_onnx import OnnxCTC
+
+                self._runner = OnnxCTC(self, self.weights_sha256)
+            log_probs = torch.from_numpy(self._runner(ink.numpy()))
+        else:
+            log_probs = self.classifier(self.backbone(self.backbone.pixels(ink), lengths)).float().log_softmax(-1)
+        lengths = lengths.clamp(max=log_probs.shape[1])
         out = {"log_probs": log_probs, "lengths": lengths}
         if labels is not None:
             keep = labels >= 0
@@ -241,11 +250,11 @@ class CTCRecognizer(nn.Module):
     def decode_outputs(self, out: dict[str, torch.Tensor], num_beams: int = 5,
                        lm: Callable[[tuple[int, ...], int], float] | None = None) -> list[list[int]]:
         """Label ids from a forward pass's ``log_probs`` and ``lengths`` (as :meth:`decode`)."""
+        log_probs = out["log_probs"].cpu().numpy()
+        lengths = out["lengths"].tolist()
         if num_beams <= 1:
-            return greedy_decode(out["log_probs"], out["lengths"], self.blank_id)
-        lp = out["log_probs"].cpu().numpy()
-        return [prefix_beam_search(lp[i, :n], num_beams, self.blank_id, lm=lm)
-                for i, n in enumerate(out["lengths"].tolist())]
+            return greedy_decode(log_probs, lengths, self.blank_id)
+        return [prefix_beam_search(log_probs[i, :n], num_beams, self.blank_id, lm=lm) for i, n in enumerate(lengths)]
 
     # ----------------------------------------------------------------------------------- save / load
     def save(self, directory: str | os.PathLike, half: bool = False) -> None:
@@ -263,19 +272,21 @@ class CTCRecognizer(nn.Module):
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> CTCRecognizer:
-        from safetensors.torch import load_file
+        from safetensors.torch import load
 
         directory = Path(directory)
         config = json.loads((directory / "config.json").read_text())
         config.pop("model_type", None)
         config.pop("ppocr_onnx", None)
         model = cls(config)
-        state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(directory / WEIGHTS_FILE)).items()}
+        weights = (directory / WEIGHTS_FILE).read_bytes()
+        state = {k: v.float() if v.is_floating_point() else v for k, v in load(weights).items()}
         try:
             model.load_state_dict(state)
         except RuntimeError as err:
             raise InputError(directory / WEIGHTS_FILE, "weights",
                              f"do not fit the model in config.json: {str(err).splitlines()[1].strip()}") from None
+        model.weights_sha256 = hashlib.sha256(weights).hexdigest()
         return model.eval()
 
     @staticmethod
@@ -303,11 +314,11 @@ def build_ctc_model(cfg, tokenizer, charset: str) -> CTCRecognizer:
 
 
 # ------------------------------------------------------------------------------------------ decoding
-def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor, blank: int) -> list[list[int]]:
+def greedy_decode(log_probs: np.ndarray, lengths: Sequence[int], blank: int) -> list[list[int]]:
     """Best path: the most likely label per column, repeats merged, blanks dropped."""
-    best = log_probs.argmax(-1).cpu().numpy()
+    best = np.asarray(log_probs).argmax(-1)
     out = []
-    for row, n in zip(best, lengths.tolist(), strict=True):
+    for row, n in zip(best, lengths, strict=True):
         row = row[:n]
         keep = np.ones(len(row), bool)
         keep[1:] = row[1:] != row[:-1]
@@ -315,11 +326,29 @@ def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor, blank: int) ->
     return out
 
 
+LOG2 = math.log(2.0)
+
+
+def _logaddexp(a: float, b: float) -> float:
+    """``np.logaddexp`` on two Python floats, the same formula and libm calls, without the per-call
+    overhead of a NumPy ufunc on scalars (which took most of the beam search's time)."""
+    if a == b:
+        return a + LOG2
+    d = a - b
+    return a + math.log1p(math.exp(-d)) if d > 0 else b + math.log1p(math.exp(d))
+
+
 def _add(beams: dict[tuple[int, ...], list[float]], prefix: tuple[int, ...], p_blank: float = -math.inf,
          p_label: float = -math.inf) -> None:
-    cur = beams.setdefault(prefix, [-math.inf, -math.inf])
-    cur[0] = np.logaddexp(cur[0], p_blank)
-    cur[1] = np.logaddexp(cur[1], p_label)
+    cur = beams.get(prefix)
+    if cur is None:
+        beams[prefix] = cur = [-math.inf, -math.inf]
+    cur[0] = _logaddexp(cur[0], p_blank)
+    cur[1] = _logaddexp(cur[1], p_label)
+
+
+def _total(item: tuple[tuple[int, ...], list[float]]) -> float:
+    return _logaddexp(item[1][0], item[1][1])
 
 
 def prefix_beam_search(log_probs: np.ndarray, beam: int, blank: int, prune: float = -10.0,
@@ -330,23 +359,26 @@ def prefix_beam_search(log_probs: np.ndarray, beam: int, blank: int, prune: floa
     log-probabilities of its paths ending in a blank and in its last label; labels scoring below
     ``prune`` at a column are not tried as extensions there. ``lm(prefix, label)``, if given, is added
     once when a prefix is extended by a label (shallow fusion; see :mod:`htr.lm`)."""
-    neg = -math.inf
-    beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, neg)}  # prefix -> (ends blank, ends label)
-    for t in range(log_probs.shape[0]):
-        row = log_probs[t]
-        labels = [int(c) for c in np.flatnonzero(row > prune) if c != blank]
+    log_probs = np.asarray(log_probs)
+    tried = log_probs > prune
+    tried[:, blank] = False
+    rows = log_probs.tolist()  # Python floats: scalar indexing into NumPy arrays is slow
+    beams: dict[tuple[int, ...], list[float]] = {(): [0.0, -math.inf]}  # prefix -> [ends blank, ends label]
+    for row, candidates in zip(rows, tried, strict=True):
+        labels = np.flatnonzero(candidates).tolist()
+        p_blank = row[blank]
         nxt: dict[tuple[int, ...], list[float]] = {}
         for prefix, (pb, pl) in beams.items():
-            _add(nxt, prefix, p_blank=np.logaddexp(pb, pl) + row[blank])
+            either = _logaddexp(pb, pl)
+            _add(nxt, prefix, p_blank=either + p_blank)
             if prefix:
                 _add(nxt, prefix, p_label=pl + row[prefix[-1]])  # the last label continues
             for c in labels:
                 # A repeated label needs a blank in between; any other label may follow either ending.
-                p = pb if prefix and prefix[-1] == c else np.logaddexp(pb, pl)
+                p = pb if prefix and prefix[-1] == c else either
                 _add(nxt, prefix + (c,), p_label=p + row[c] + (lm(prefix, c) if lm is not None else 0.0))
-        ranked = sorted(nxt.items(), key=lambda kv: np.logaddexp(*kv[1]), reverse=True)[:beam]
-        beams = {k: (v[0], v[1]) for k, v in ranked}
-    return list(max(beams.items(), key=lambda kv: np.logaddexp(*kv[1]))[0])
+        beams = dict(heapq.nlargest(beam, nxt.items(), key=_total))  # = sorted(..., reverse=True)[:beam]
+    return list(max(beams.items(), key=_total)[0])
 
 
 def batch_ink(inks: Sequence[np.ndarray], multiple: int = 8) -> tuple[torch.Tensor, torch.Tensor]:

@@ -132,8 +132,10 @@ def english_lm(n_words: int = 50000, order: int = 6) -> WordCharLM:
 
 
 def cache_dir() -> Path:
-    """Where built language models are kept (``INKGRADE_LM_DIR`` or ``~/.cache/inkgrade/lm``)."""
-    return Path(os.environ.get("INKGRADE_LM_DIR") or Path.home() / ".cache" / "inkgrade" / "lm")
+    """Where built language models are kept: ``lm/`` in :func:`inkbase.runs.user_cache_dir`."""
+    from inkbase.runs import user_cache_dir
+
+    return user_cache_dir() / "lm"
 
 
 def _dist_version(name: str) -> str:

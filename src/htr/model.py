@@ -82,16 +82,15 @@ class HTRBundle:
     def transcribe(self, images: list[Image.Image], num_beams: int = 5, fast: bool = True, lm=None) -> list[str]:
         """Beam-search transcription. ``fast`` uses :func:`htr.fast_decode.fast_generate` (static KV
         cache; token-exact with ``generate`` in float32; bf16 with CUDA graphs on a GPU), else ``generate``;
-        for a CTC model on a CPU, ``fast`` runs the PP-OCR graph in onnxruntime. ``lm`` (CTC only): a
-        scorer from :meth:`lm_scorer` fused into the beam search."""
+        for a PP-OCR CTC model on a CPU, ``fast`` runs the model in onnxruntime (:mod:`htr.ctc_onnx`), else in
+        PyTorch. ``lm`` (CTC only): a scorer from :meth:`lm_scorer` fused into the beam search."""
         import torch
 
         device = next(self.model.parameters()).device
         if self.is_ctc:
             from htr.ctc import batch_ink
 
-            if hasattr(self.model.backbone, "use_onnxruntime"):
-                self.model.backbone.use_onnxruntime = fast
+            self.model.onnxruntime = fast
             ink, widths = batch_ink([self.image_processor.line(im) for im in images], self.model.reduction)
             return self.decode(self.model.decode(ink.to(device), widths, num_beams=num_beams, lm=lm))
         dtype = next(self.model.parameters()).dtype

@@ -39,10 +39,13 @@ class RapidOCRRecognizer(Recognizer):
 
     name = "rapidocr"
 
-    def __init__(self, use_det: bool = False):
+    def __init__(self, use_det: bool = False, threads: int | None = None):
         from rapidocr import RapidOCR
 
-        self.engine = RapidOCR(params={"Global.log_level": "error"})
+        params: dict = {"Global.log_level": "error"}
+        if threads:  # onnxruntime intra-op threads (default: one per physical core)
+            params["EngineConfig.onnxruntime.intra_op_num_threads"] = int(threads)
+        self.engine = RapidOCR(params=params)
         self.use_det = use_det
 
     def recognize(self, images: Sequence[Image.Image]) -> list[str]:
@@ -110,7 +113,6 @@ class ModelRecognizer(Recognizer):
             for i, text in zip(chunk, texts, strict=True):
                 out[i] = text
         return out
-
 
     def without_language_model(self) -> ModelRecognizer:
         import copy

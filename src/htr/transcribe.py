@@ -100,22 +100,32 @@ def evaluate_pages(cfg: DictConfig) -> dict[str, Any]:
                          "no paragraph rows")
     folder = start_run(cfg.out_dir, cfg)
     done = {r["image"]: r for r in read_jsonl(folder.file("pages.jsonl"))}
+    skipped = {r["image"]: r for r in read_jsonl(folder.file("skipped.jsonl"))}
     recognizer = None
-    with JsonlAppender(folder.file("pages.jsonl")) as out:
+    with JsonlAppender(folder.file("pages.jsonl")) as out, JsonlAppender(folder.file("skipped.jsonl")) as skips:
         for path, reference in tqdm(pages, desc="pages", unit="page"):
-            if str(path) in done:
+            if str(path) in done or str(path) in skipped:
+                continue
+            try:
+                page = read_page(path)
+            except InputError as err:  # a missing, empty or unreadable page is named and skipped
+                print(f"warning: skipped {err}", file=sys.stderr)
+                skips.write({"image": str(path), "reason": err.problem})
+                skipped[str(path)] = err.problem
                 continue
             recognizer = recognizer or build_recognizer(cfg.recognizer)
-            result = transcribe_page(read_page(path), cfg, recognizer, str(path))
+            result = transcribe_page(page, cfg, recognizer, str(path))
             row = {"image": str(path), "reference_lines": len(reference.splitlines()),
                    "found_lines": len(result["lines"]), "inverted": result["inverted"],
                    "reference": reference, "prediction": result["text"]}
             out.write(row)
             done[row["image"]] = row
-    rows = [done[str(p)] for p, _ in pages]
+    rows = [done[str(p)] for p, _ in pages if str(p) in done]
+    if not rows:
+        raise InputError(Path(cfg.data_dir) / "handwriting_lines", "paragraphs", "no readable page")
     rates = error_rates([" ".join(r["reference"].split("\n")) for r in rows],
                         [" ".join(r["prediction"].split("\n")) for r in rows])
-    metrics = {"pages": len(rows), "line_count_exact": sum(r["found_lines"] == r["reference_lines"] for r in rows),
+    metrics = {"pages": len(rows), "pages_skipped": len(skipped), "line_count_exact": sum(r["found_lines"] == r["reference_lines"] for r in rows),
                "reference_lines": sum(r["reference_lines"] for r in rows),
                "found_lines": sum(r["found_lines"] for r in rows),
                "line_count_abs_error": sum(abs(r["found_lines"] - r["reference_lines"]) for r in rows),

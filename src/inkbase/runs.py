@@ -35,6 +35,19 @@ _RESUME_IGNORED = ("out_dir", "resume")
 _RESUME_IGNORED_PATHS = ("run_dir",)
 
 
+def user_cache_dir() -> Path:
+    """Where derived files that can be rebuilt are kept (exported models, language models):
+    ``$INKGRADE_CACHE_DIR``, else the user cache dir (``platformdirs``, e.g. ``~/.cache/inkgrade``)."""
+    import os
+
+    env = os.environ.get("INKGRADE_CACHE_DIR")
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return platformdirs.user_cache_path("inkgrade")
+
+
 def git_sha(root: Path = REPO_ROOT) -> str:
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,

@@ -6,19 +6,32 @@ import json
 
 from benchmarks import recognizers
 from inkbase.cli import compose
+from inkbase.jsonio import read_jsonl
 
 
-def test_recognizer_benchmark_writes_rows_and_results(tmp_path):
-    cfg = compose("benchmark_recognizers", [f"out_dir={tmp_path / 'run'}", "lines=3", "repeats=1", "baselines=false",
-                                            "batch_size=2", "num_beams=2"])
+def test_recognizer_benchmark_interleaves_rounds_and_writes_results(tmp_path):
+    images, texts = recognizers.render_lines(2, seed=0, max_chars=30)
+    rows = []
+    for i, (image, text) in enumerate(zip(images, texts, strict=True)):
+        image.save(tmp_path / f"{i}.png")
+        rows.append({"image": f"{i}.png", "text": text})
+    (tmp_path / "empty.png").write_bytes(b"")
+    rows.append({"image": "empty.png", "text": "nothing"})
+    (tmp_path / "lines.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = compose("benchmark_recognizers", [f"out_dir={tmp_path / 'run'}", f"manifest={tmp_path / 'lines.jsonl'}",
+                                            "rounds=2", "batch_size=2", "num_beams=2", "threads=1"])
     result = recognizers.run(cfg)
     names = [r["recognizer"] for r in result["rows"]]
-    assert names == ["naive", "ours_single", "ours"]
-    naive, single, ours = result["rows"]
-    # The onnxruntime backbone computes what the PyTorch graph does: the same text, line for line.
-    assert single["same_as_naive"] == 1.0 and single["cer"] == naive["cer"]
-    assert naive["cer"] < 0.05  # the shipped model reads these rendered lines (0.012 when written)
-    saved = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert saved == result
-    assert result["speedup_ours_vs_naive"] == round(ours["lines_per_s"] / naive["lines_per_s"], 2)
+    assert names == ["ours", "ours_torch", "rapidocr"] and result["lines"] == 2
+    ours, plain, _ = result["rows"]
+    # onnxruntime computes what the PyTorch graph does: the same text, line for line.
+    assert ours["same_as_torch"] == 1.0 and ours["cer"] == plain["cer"] < 0.05
+    assert result["ours_vs_rapidocr"] == round(ours["lines_per_s"] / result["rows"][2]["lines_per_s"], 3)
+    assert len(result["load_before"]) == len(result["load_after"]) == 3
+    timed = read_jsonl(tmp_path / "run" / "rows.jsonl")
+    # Each round times every recogniser once, starting with a different one.
+    assert [t["recognizer"] for t in timed] == ["ours", "ours_torch", "rapidocr", "ours_torch", "rapidocr", "ours"]
+    assert json.loads((tmp_path / "run" / "results.json").read_text()) == result
     assert (tmp_path / "run" / "results.md").read_text().count("\n|") == 5  # header, rule, 3 rows
+    skipped = read_jsonl(tmp_path / "run" / "skipped.jsonl")
+    assert [s["image"] for s in skipped] == [str(tmp_path / "empty.png")]

@@ -11,6 +11,7 @@ from PIL import Image
 from htr import recognize, transcribe
 from inkbase.cli import compose
 from inkbase.errors import InputError
+from inkbase.jsonio import read_jsonl
 
 
 class CountingRecognizer(recognize.Recognizer):
@@ -95,7 +96,7 @@ def test_an_empty_image_file_is_an_input_error_naming_it(tmp_path):
         transcribe.run(cfg)
 
 
-def test_eval_pages_scores_line_counts_and_page_text(tmp_path, monkeypatch):
+def test_eval_pages_scores_line_counts_and_page_text_and_skips_bad_pages(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(recognize.RECOGNIZERS, "echo", EchoRecognizer)
     folder = tmp_path / "data" / "handwriting_lines"
     (folder / "paragraphs").mkdir(parents=True)
@@ -105,10 +106,39 @@ def test_eval_pages_scores_line_counts_and_page_text(tmp_path, monkeypatch):
         text = "\n".join(f"answer line number {i}" for i in range(n))
         rows.append(f'paragraphs/p{n}.png,"{text}",paragraph')
     rows.append("images/x.png,not a page,line")
+    (folder / "paragraphs" / "empty.png").write_bytes(b"")
+    (folder / "paragraphs" / "broken.png").write_bytes(b"not a png")
+    rows += ["paragraphs/empty.png,a line,paragraph", "paragraphs/broken.png,a line,paragraph"]
     (folder / "transcriptions.csv").write_text("\n".join(rows) + "\n")
     cfg = compose("eval_pages", [f"paths.data_dir={tmp_path / 'data'}", f"out_dir={tmp_path / 'run'}",
                                  "recognizer.name=echo"])
     metrics = transcribe.evaluate_pages(cfg)
-    assert metrics["pages"] == 2 and metrics["line_count_exact"] == 2 and metrics["inverted_pages"] == 2
+    err = capsys.readouterr().err
+    assert "empty.png: image: empty file (0 bytes)" in err and "broken.png: image: unreadable" in err
+    assert [r["image"].rsplit("/", 1)[-1] for r in read_jsonl(tmp_path / "run" / "skipped.jsonl")] == [
+        "empty.png", "broken.png"]
+    assert metrics["pages"] == 2 and metrics["pages_skipped"] == 2
+    assert metrics["line_count_exact"] == 2 and metrics["inverted_pages"] == 2
     assert metrics["reference_lines"] == metrics["found_lines"] == 5
     assert metrics["cer"] == 0.0 and metrics["line_count_accuracy"] == 1.0
+
+
+def test_a_missing_tesseract_is_one_error_line_from_the_script(tmp_path):
+    """Without the tesseract binary on PATH, ``recognizer=tesseract`` ends with one line naming it and exit
+    status 2, not a traceback."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    Image.fromarray(page_with_lines(1)).save(tmp_path / "page.png")
+    env = {**os.environ, "PATH": str(tmp_path / "bin")}  # a PATH with no tesseract (nor anything else)
+    res = subprocess.run([sys.executable, str(repo / "scripts" / "transcribe.py"), f"image={tmp_path / 'page.png'}",
+                          f"out_dir={tmp_path / 'run'}", "recognizer=tesseract"],
+                         capture_output=True, text=True, timeout=300, cwd=repo, env=env)
+    assert res.returncode == 2, res.stderr[-2000:]
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in res.stderr
+    assert lines[0] == ("error: config: recognizer.name: tesseract is not installed (Debian: apt-get install "
+                        "tesseract-ocr tesseract-ocr-eng)")
