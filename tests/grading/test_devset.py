@@ -50,3 +50,18 @@ def test_build_reproduces_the_files():
         rows = [a for q in questions for a in module.compose(q, part, 14, 0)]
         assert rows == [json.loads(line) for line in (DEVSET / f"answers_{part}.jsonl").open()]
     assert module.rubric(questions) == json.loads((DEVSET / "rubric.json").read_text())
+
+
+def test_second_heldout_part_has_new_subjects_and_rebuilds():
+    module = build_module()
+    v1 = load_rubric(DEVSET / "rubric.json")
+    v2 = load_rubric(DEVSET / "rubric_v2.json")
+    assert len(v2.questions) >= 3 and not {q.subject for q in v2.questions} & {q.subject for q in v1.questions}
+    answers = load_answers(DEVSET / "answers_heldout_v2.jsonl", v2)
+    assert len(answers) >= 80 and {a.extra["split"] for a in answers} == {"heldout_v2"}
+    categories = [a.extra["category"] for a in answers]
+    assert categories.count("negated") >= 30 and categories.count("paraphrase") >= 30
+    questions = json.loads((BUILD.parent / "clauses_v2.json").read_text())["questions"]
+    rows = [a for q in questions for a in module.compose(q, "heldout_v2", 22, 0)]
+    assert rows == [json.loads(line) for line in (DEVSET / "answers_heldout_v2.jsonl").open()]
+    assert module.rubric(questions, "concept-devset-v2") == json.loads((DEVSET / "rubric_v2.json").read_text())

@@ -29,8 +29,9 @@ def test_locate_returns_none_for_text_not_in_the_answer():
     assert locate("the mass cancels", "") is None
 
 
-def test_kg_spans_are_in_the_answer(embedder, tmp_path):
-    cfg = compose("grade", ["grader=kg", "rubric=x", "answers=y", f"paths.cache_dir={tmp_path}"]).grader
+@pytest.mark.parametrize("grader", ["kg", "kg_transfer"])
+def test_kg_spans_are_in_the_answer(embedder, tmp_path, grader):
+    cfg = compose("grade", [f"grader={grader}", "rubric=x", "answers=y", f"paths.cache_dir={tmp_path}"]).grader
     kg = build_grader(cfg, embedder)
     texts = ["Both balls land together. The  Mass cancels out, so both accelerate at g.",
              "Gravity pulls harder on the heavier ball!  But it also has   more inertia.",
@@ -44,5 +45,8 @@ def test_kg_spans_are_in_the_answer(embedder, tmp_path):
             assert e["span"] in text
             assert text[e["start"]:e["end"]] == e["span"]
             assert 0.0 <= e["similarity"] <= 1.0
+            # A matched concept's reported cosine reaches its threshold; a missing one's does not.
+            threshold = e.get("threshold", res.details["threshold"])
+            assert (e["similarity"] >= threshold) == (e["id"] in res.matched)
     assert "cancels" in results[0].matched
     assert "Mass" in next(e["span"] for e in results[0].details["matches"] if e["id"] == "cancels")

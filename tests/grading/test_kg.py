@@ -165,3 +165,17 @@ def test_grade_entry_point_writes_kg_explanations(tmp_path, grade_overrides):
         assert key in rows[0]
     assert set(rows[0]["matched"]) == {"cancels", "same_acc"} and rows[0]["points"] == 3.0
     assert rows[1]["matched"] == [] and rows[1]["points"] == 0.0
+
+
+def test_phrase_slope_raises_the_threshold_of_concepts_with_more_phrases(embedder, tmp_path):
+    kg = build_grader(kg_config(tmp_path, phrase_slope=0.2, threshold=0.5), embedder)
+    answer = [Answer(answer_id="a", question_id="Q1", text="The mass cancels out, so both accelerate at g.")]
+    flat = build_grader(kg_config(tmp_path, threshold=0.5), embedder)
+    sims = kg.concept_similarities(QUESTION, [answer[0].text])
+    plain = flat.concept_similarities(QUESTION, [answer[0].text])
+    # Every concept of QUESTION has two phrases: its score is its cosine less 0.2 * ln 2.
+    np.testing.assert_allclose(sims.similarity, np.clip(plain.similarity - 0.2 * np.log(2), 0, 1), atol=1e-6)
+    np.testing.assert_allclose(sims.cosine, plain.similarity, atol=1e-6)
+    assert sims.best_span == plain.best_span
+    entries = kg.grade(QUESTION, answer)[0].details["matches"]
+    assert entries and all(e["threshold"] == round(0.5 + 0.2 * np.log(2), 4) for e in entries)

@@ -11,6 +11,13 @@ vectors of each span's words (:meth:`grading.embed.Embedder.encode_tokens`), whi
 own embedding for the similarity grader. Lanke et al., Eq. 1: ``S_KG = matched weight / total weight``. With ``edge_bonus`` > 0
 the score becomes ``(1 - edge_bonus) * S_KG + edge_bonus * (satisfied relations / relations)``, a
 relation being satisfied when both its ends are matched; the default 0 keeps the paper's formula.
+
+Per-concept thresholds from the rubric (``phrase_slope``, 0 by default: one threshold for all; set in
+``configs/grader/kg_transfer.yaml``): a concept with k distinct phrases (label and synonyms) is matched
+when its best cosine reaches ``threshold + phrase_slope * ln k``. The best of k cosines runs higher the
+more phrases a concept has, for true and false matches alike: on the sample exam (4-5 phrases per
+concept) the best single threshold is 0.68, with only the labels kept 0.46, and on the concept
+development set (1-2 phrases) 0.30. The explanations then give each concept's ``threshold``.
 """
 
 from __future__ import annotations
@@ -73,11 +80,14 @@ def kg_score(graph: nx.DiGraph, matched: set[str], edge_bonus: float = 0.0) -> f
 
 @dataclass
 class ConceptSimilarities:
-    """For each answer (row) and concept (column): the best cosine and the student span that reached it."""
+    """For each answer (row) and concept (column): the best score and the student span that reached it.
+    ``similarity`` is compared with the grader's ``threshold``: the cosine less the concept's threshold
+    offset (``phrase_slope``), clipped to [0, 1]; ``cosine`` is the reported span's own cosine."""
 
     concept_ids: list[str]
     similarity: np.ndarray  # (n_answers, n_concepts)
     best_span: list[list[str]]
+    cosine: np.ndarray | None = None  # (n_answers, n_concepts); None: equal to similarity
 
 
 @dataclass
@@ -88,18 +98,42 @@ class _Phrases:
     vectors: np.ndarray  # (p, d)
     starts: np.ndarray  # first column of each concept
     polarity: np.ndarray  # (p,) tag bits
+    offset: np.ndarray  # (c,) each concept's threshold offset, phrase_slope * ln(its number of phrases)
+
+
+class _Best:
+    """Per answer and concept, the span with the highest score, its score and cosine."""
+
+    def __init__(self, n_answers: int, n_concepts: int):
+        self.score = np.zeros((n_answers, n_concepts), dtype=np.float32)
+        self.cosine = np.zeros((n_answers, n_concepts), dtype=np.float32)
+        self.span: list[list[str]] = [[""] * n_concepts for _ in range(n_answers)]
+
+    def take(self, i: int, score: np.ndarray, cosine: np.ndarray, spans: list[str]) -> None:
+        """Answer ``i``'s (spans, concepts) scores and cosines."""
+        arg = score.argmax(axis=0)
+        cols = np.arange(score.shape[1])
+        self.score[i], self.cosine[i] = score[arg, cols], cosine[arg, cols]
+        self.span[i] = [spans[k] for k in arg]
+
+    def result(self, ids: list[str]) -> ConceptSimilarities:
+        cosine = np.clip(self.cosine, 0.0, 1.0)
+        return ConceptSimilarities(ids, np.clip(self.score, 0.0, 1.0), self.span, cosine)
 
 
 class KGGrader(Grader):
     """``direction_check``: a span and a phrase naming opposite directions ("shifts right" / "shifts left")
-    do not match. ``negation_check``: nor do a negated and an affirmative one."""
+    do not match. ``negation_check``: nor do a negated and an affirmative one. ``phrase_slope``: see
+    the module docstring."""
 
     def __init__(self, embedder: Embedder, threshold: float, edge_bonus: float, spans: dict | SpanOptions,
                  direction_check: bool, negation_check: bool, spacy_model: str, cache_dir: str | Path | None,
-                 batch_size: int, n_process: int, name: str = "kg", span_encoding: str = "separate"):
+                 batch_size: int, n_process: int, name: str = "kg", span_encoding: str = "separate",
+                 phrase_slope: float = 0.0):
         self.embedder = embedder
         self.threshold = check_range("grader.threshold", threshold, 0.0, 1.0)
         self.edge_bonus = check_range("grader.edge_bonus", edge_bonus, 0.0, 1.0)
+        self.phrase_slope = check_range("grader.phrase_slope", phrase_slope, 0.0, 1.0)
         self.span_options = span_options(spans)
         self.direction_check = bool(direction_check)
         self.negation_check = bool(negation_check)
@@ -119,55 +153,53 @@ class KGGrader(Grader):
             for c in question.concepts:
                 starts.append(len(phrases))
                 phrases.extend(dict.fromkeys(normalise(p) for p in c.phrases))
+            counts = np.diff([*starts, len(phrases)])
             self._phrases[key] = _Phrases(phrases, self.embedder.encode(phrases), np.asarray(starts, dtype=int),
-                                          np.array([polarity(p) for p in phrases], dtype=np.int64))
+                                          np.array([polarity(p) for p in phrases], dtype=np.int64),
+                                          self.phrase_slope * np.log(counts).astype(np.float32))
         return self._phrases[key]
 
-    def _pair_similarity(self, spans: list[str] | np.ndarray, tags: np.ndarray, phrases: _Phrases) -> np.ndarray:
-        """Cosine of every (span, phrase) pair, 0 where the polarity checks rule the pair out; ``spans`` are
-        texts or already their vectors."""
-        vectors = self.embedder.encode(spans) if isinstance(spans, list) else spans
+    def _span_concept(self, texts: list[str], tags: np.ndarray, phrases: _Phrases,
+                      vectors: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(spans, concepts) score and cosine: each concept's best phrase for every span, a pair being 0
+        where the polarity checks rule it out; the score is the cosine less the concept's threshold offset.
+        ``vectors``: the spans' own, else they are embedded."""
+        vectors = self.embedder.encode(texts) if vectors is None else vectors
         sims = vectors @ phrases.vectors.T
         if self.direction_check or self.negation_check:
             sims[polarity_conflicts(tags, phrases.polarity, directions=self.direction_check,
                                     negation=self.negation_check)] = 0.0
-        return sims
+        cosine = np.maximum.reduceat(sims, phrases.starts, axis=1)
+        return cosine - phrases.offset, cosine
 
     def concept_similarities(self, question: Question, texts: list[str]) -> ConceptSimilarities:
-        """Best (span, phrase) cosine per answer and concept; one embedding call for all spans of ``texts``."""
+        """Best (span, phrase) score per answer and concept; one embedding call for all spans of ``texts``."""
         ids = [c.id for c in question.concepts]
         span_lists = self.parse(texts)
-        sims = np.zeros((len(texts), len(ids)), dtype=np.float32)
-        best: list[list[str]] = [[""] * len(ids) for _ in texts]
+        found = _Best(len(texts), len(ids))
         if not ids:
-            return ConceptSimilarities(ids, sims, best)
+            return found.result(ids)
         phrases = self._concept_phrases(question)
+        found.score -= phrases.offset  # an answer without spans is as far below each threshold as a cosine 0
         if self.span_encoding == "pooled":
-            return self._pooled_similarities(ids, texts, span_lists, phrases)
+            return self._pooled_similarities(ids, texts, span_lists, phrases, found)
         # The same text may carry other tags in another answer: a (text, tags) pair is one row.
         unique = list(dict.fromkeys((text, tags) for spans in span_lists for text, tags in spans))
         if not unique:
-            return ConceptSimilarities(ids, sims, best)
+            return found.result(ids)
         row = {s: i for i, s in enumerate(unique)}
-        pair = self._pair_similarity([t for t, _ in unique], np.array([g for _, g in unique], dtype=np.int64),
-                                     phrases)
-        # (unique spans, concepts): each concept's best phrase for every span.
-        span_concept = np.maximum.reduceat(pair, phrases.starts, axis=1)
+        score, cosine = self._span_concept([t for t, _ in unique], np.array([g for _, g in unique], dtype=np.int64),
+                                           phrases)
         for i, spans in enumerate(span_lists):
-            if not spans:
-                continue
-            block = span_concept[[row[(text, tags)] for text, tags in spans]]
-            arg = block.argmax(axis=0)
-            sims[i] = block[arg, np.arange(len(ids))]
-            best[i] = [spans[k][0] for k in arg]
-        return ConceptSimilarities(ids, np.clip(sims, 0.0, 1.0), best)
+            if spans:
+                rows = [row[(text, tags)] for text, tags in spans]
+                found.take(i, score[rows], cosine[rows], [text for text, _ in spans])
+        return found.result(ids)
 
     def _pooled_similarities(self, ids: list[str], texts: list[str], span_lists: list,
-                             phrases: _Phrases) -> ConceptSimilarities:
+                             phrases: _Phrases, found: _Best) -> ConceptSimilarities:
         """As :meth:`concept_similarities`, each span's vector being the mean of its words' token vectors
         from one pass over its answer (a span whose words are not found is left out)."""
-        sims = np.zeros((len(texts), len(ids)), dtype=np.float32)
-        best: list[list[str]] = [[""] * len(ids) for _ in texts]
         for i, ((tokens, offsets), spans) in enumerate(zip(self.embedder.encode_tokens(texts), span_lists,
                                                              strict=True)):
             rows, kept = [], []
@@ -184,25 +216,28 @@ class KGGrader(Grader):
                     kept.append((text, tags))
             if not rows:
                 continue
-            pair = self._pair_similarity(np.stack(rows).astype(np.float32),
-                                         np.array([g for _, g in kept], dtype=np.int64), phrases)
-            block = np.maximum.reduceat(pair, phrases.starts, axis=1)
-            arg = block.argmax(axis=0)
-            sims[i] = block[arg, np.arange(len(ids))]
-            best[i] = [kept[k][0] for k in arg]
-        return ConceptSimilarities(ids, np.clip(sims, 0.0, 1.0), best)
+            score, cosine = self._span_concept([t for t, _ in kept], np.array([g for _, g in kept], dtype=np.int64),
+                                               phrases, np.stack(rows).astype(np.float32))
+            found.take(i, score, cosine, [t for t, _ in kept])
+        return found.result(ids)
 
     def explain(self, question: Question, sims: np.ndarray, best: list[str], graph: nx.DiGraph | None = None,
-                text: str | None = None) -> tuple[float, list[str], list[str], dict[str, Any]]:
-        """S_KG, matched ids, missing ids and the explanation keys for one answer's similarities. With the
-        answer's ``text``, each concept's span is quoted from it, with its ``start``/``end`` characters."""
+                text: str | None = None, cosine: np.ndarray | None = None,
+                ) -> tuple[float, list[str], list[str], dict[str, Any]]:
+        """S_KG, matched ids, missing ids and the explanation keys for one answer's scores (``sims``; the
+        spans' own ``cosine`` where the score differs from it). With the answer's ``text``, each concept's
+        span is quoted from it, with its ``start``/``end`` characters."""
         graph = graph if graph is not None else rubric_graph(question)
         ids = [c.id for c in question.concepts]
         matched = [cid for cid, s in zip(ids, sims, strict=True) if s >= self.threshold]
         missing = [cid for cid, s in zip(ids, sims, strict=True) if s < self.threshold]
         s_kg = kg_score(graph, set(matched), self.edge_bonus)
-        entry = {cid: {"id": cid, "span": span, "similarity": round(float(s), 4)}
-                 for cid, s, span in zip(ids, sims, best, strict=True)}
+        cosine = sims if cosine is None else cosine
+        entry = {cid: {"id": cid, "span": span, "similarity": round(float(c), 4)}
+                 for cid, c, span in zip(ids, cosine, best, strict=True)}
+        if self.phrase_slope:
+            for cid, off in zip(ids, self._concept_phrases(question).offset, strict=True):
+                entry[cid]["threshold"] = round(self.threshold + float(off), 4)
         for e in entry.values():
             where = locate(text, e["span"]) if text is not None else None
             if where is not None:
@@ -221,8 +256,8 @@ class KGGrader(Grader):
         graph = rubric_graph(question)
         found = self.concept_similarities(question, [a.text for a in answers])
         results = []
-        for answer, sims, best in zip(answers, found.similarity, found.best_span, strict=True):
-            s_kg, matched, missing, details = self.explain(question, sims, best, graph, answer.text)
+        for answer, sims, best, cosine in zip(answers, found.similarity, found.best_span, found.cosine, strict=True):
+            s_kg, matched, missing, details = self.explain(question, sims, best, graph, answer.text, cosine)
             results.append(GradeResult(points=to_points(s_kg, question.max_points, question.granularity),
                                        max_points=question.max_points, matched=matched, missing=missing,
                                        details=details))
