@@ -160,3 +160,47 @@ def test_zero_shot_maps_need_no_training_fold():
     assert list(pred) == pytest.approx([1.0, 4.5]) and fmap == {}  # the score's own 0-5 scale
     pred, fmap = to_scale("binary", "m", np.array([1.0, 1.0]), none, none, np.array([0.49, 0.5]), False)
     assert list(pred) == [0.0, 1.0] and fmap == {"threshold": 0.5}
+
+
+def write_mohler_style(root):
+    """Six questions in three assignments: four paraphrases of the reference (5 points), four wrong answers."""
+    topics = [("What is a stack?", "A last in first out data structure."),
+              ("What is a queue?", "A first in first out data structure."),
+              ("What does a compiler do?", "It translates source code into machine code."),
+              ("What is recursion?", "A function that calls itself on a smaller input."),
+              ("What is an array?", "Elements of one type stored contiguously and indexed."),
+              ("What is a pointer?", "A variable that holds a memory address.")]
+    good, bad = ["{r}", "it is {r}", "basically {r} yes"], ["no idea", "a kind of loop", "something with files"]
+    rows = []
+    for i, (question, ref) in enumerate(topics):
+        for k in range(8):
+            score = 5 if k < 4 else k % 3
+            rows.append({"question_id": f"{i // 2 + 1}.{i % 2 + 1}", "assignment": i // 2 + 1, "is_exam": 0,
+                         "excluded_in_original_papers": 0, "answer_index": k, "question": question,
+                         "reference_answer": ref, "score_grader_me_raw": score, "score_grader_other_raw": score,
+                         "student_answer": good[k % 3].format(r=ref.lower()) if k < 4 else bad[k % 3],
+                         "raw_scale_max": 5, "score_avg_0to5": score})
+    (root / "mohler_unt_v2").mkdir(parents=True)
+    pd.DataFrame(rows).to_csv(root / "mohler_unt_v2" / "mohler_unt_v2_tidy.csv", index=False)
+
+
+def test_zero_shot_maps_are_scored_on_held_out_questions(tmp_path):
+    from grading.benchmarks.metrics import pearson
+    from grading.benchmarks.train_semantic import run
+
+    write_mohler_style(tmp_path / "data")
+    metrics = run(compose("train_semantic", ["benchmark=mohler", f"data_dir={tmp_path / 'data'}", "cv_folds=3",
+                                             f"out_dir={tmp_path / 'out'}", f"paths.cache_dir={tmp_path / 'cache'}"]))
+    maps = metrics["cv_zero_shot_maps"]
+    assert set(maps) == {"semantic", "top_anchor", "two_anchors", "scalar_features", "cosine",
+                         "mean_semantic_cosine"}
+    # The cosine needs no model: its r is the plain correlation of the answers' cosine with the gold.
+    from grading.benchmarks.datasets import load_mohler
+    from grading.embed import Embedder
+
+    bench = load_mohler(tmp_path / "data", "mean")
+    emb = Embedder(cache_dir=tmp_path / "cache")
+    refs = emb.encode([bench.questions[q].reference_answer for q in bench.answers["question_id"]])
+    cos = (refs * emb.encode(list(bench.answers["text"]))).sum(axis=1)
+    assert maps["cosine"]["pearson_r"] == pytest.approx(pearson(cos, bench.answers["gold"] / 5), abs=1e-3)
+    assert maps["semantic"]["pearson_r"] > 0.5  # paraphrases of the reference vs unrelated answers
