@@ -23,6 +23,9 @@ From a method's score in [0, 1] to the dataset's scale:
   only): ``zero_shot``: round(score * max score); ``few_shot``: per prompt, the k graded examples fix the
   map (:func:`grading.benchmarks.metrics.quantile_map`) and are left out of the test answers; examples that
   all got the same grade carry no scale, and that prompt keeps round(score * max score).
+- ``zero_shot`` on Mohler or SemEval (``benchmark.protocols=[zero_shot]``): no training fold, so the shipped
+  scorer and no fitted map: score * 5 on Mohler (Pearson r is the score's own), "correct" from 0.5 on SemEval
+  (whose shipped scorer was trained on SemEval train: not zero-shot there).
 
 Per-answer scores of the graders that need no training are appended to ``fractions/<method>.jsonl``
 as they are produced, so an interrupted run resumes; embeddings and LLM replies are cached on disk.
