@@ -6,10 +6,14 @@ Rubric JSON::
      "questions": [{"id", "text", "max_points", "granularity", "problem_type", "reference_answer",
                     "concepts": [{"id", "label", "weight", "synonyms"?}],
                     "edges": [{"source", "relation", "target"}],
-                    "concepts_from"?: "rubric" | "reference"}]}
+                    "concepts_from"?: "rubric" | "reference" | "score_levels",
+                    "concepts_for_full_marks"?: int}]}
 
-``concepts_from`` says who wrote the concepts: an instructor ("rubric", the default) or a program that cut
-them out of the reference answer ("reference"); the hybrid grader gives no weight to the latter.
+``concepts_from`` says where the concepts come from: an instructor's list ("rubric", the default), a program
+that cut them out of the reference answer ("reference"), or the lines of a score level's description
+("score_levels": they describe a whole answer at that level, not separable content); the hybrid grader gives
+weight only to the first. ``concepts_for_full_marks``: the rubric lists alternatives (acceptable responses, key
+elements) and any that many of them earn full marks (:func:`grading.scoring.list_share`); unset, all of them.
 
 Answers JSONL, one object a line: ``{"answer_id", "question_id", "text"}``; other keys are kept in
 ``Answer.extra`` and otherwise ignored.
@@ -85,7 +89,8 @@ class Question(BaseModel):
     concepts: list[Concept] = Field(default_factory=list)
     edges: list[Edge] = Field(default_factory=list)
     subject: str | None = None
-    concepts_from: Literal["rubric", "reference"] = "rubric"
+    concepts_from: Literal["rubric", "reference", "score_levels"] = "rubric"
+    concepts_for_full_marks: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _consistent(self) -> Question:
@@ -100,6 +105,9 @@ class Question(BaseModel):
                     raise _FieldError(f"edges[{k}].{end}", f"unknown concept {getattr(edge, end)!r}")
         if self.concepts and sum(c.weight for c in self.concepts) <= 0:
             raise _FieldError("concepts", "weights sum to 0")
+        if self.concepts_for_full_marks is not None and self.concepts_for_full_marks > len(self.concepts):
+            raise _FieldError("concepts_for_full_marks",
+                              f"{self.concepts_for_full_marks} is more than the {len(self.concepts)} concept(s) listed")
         steps = self.max_points / self.granularity
         if abs(steps - round(steps)) > 1e-6:
             raise _FieldError("granularity", f"{self.granularity} does not divide max_points {self.max_points}")
@@ -110,7 +118,8 @@ class Question(BaseModel):
 
     @property
     def has_concept_rubric(self) -> bool:
-        """Whether an instructor listed concepts (not none, not cut out of the reference answer)."""
+        """Whether an instructor listed concepts (not none, not cut out of the reference answer, not the lines of
+        a score level's description)."""
         return bool(self.concepts) and self.concepts_from == "rubric"
 
 

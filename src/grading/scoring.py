@@ -16,3 +16,12 @@ def to_points(fraction: float, max_points: float, granularity: float) -> float:
 def round_points(points: float, max_points: float, granularity: float) -> float:
     """Round raw points to ``granularity`` and clamp them to [0, max_points]."""
     return to_points(points / max_points, max_points, granularity)
+
+
+def list_share(coverage: float, n_concepts: int, for_full_marks: int | None) -> float:
+    """Share of full marks for a rubric that lists alternatives and gives full marks for any ``for_full_marks``
+    of its ``n_concepts`` concepts: ``min(1, coverage * n / k)``, i.e. matched weight over k concepts of
+    average weight (with equal weights, matched count / k). ``for_full_marks`` unset: ``coverage``."""
+    if not for_full_marks or n_concepts <= 0:
+        return coverage
+    return min(1.0, coverage * n_concepts / for_full_marks)

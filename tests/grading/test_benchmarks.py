@@ -191,9 +191,8 @@ def test_real_datasets_load_with_documented_counts(data_dir):
     a = load_asap(data_dir, list(range(1, 11)))
     assert len(a.answers) == 5224
     assert {q: a.questions[q].max_points for q in ("1", "3", "5")} == {"1": 3.0, "3": 2.0, "5": 3.0}
-    question, reference, content, max_score = parse_asap_rubric(data_dir / "asap_sas" / "rubrics" /
-                                                                "set5_ReadMeFirst.txt")
-    assert max_score == 3 and len(content) == 8 and "protein synthesis" in question
+    r = parse_asap_rubric(data_dir / "asap_sas" / "rubrics" / "set5_ReadMeFirst.txt")
+    assert r.max_score == 3 and len(r.content) == 8 and "protein synthesis" in r.question
 
 
 def test_few_shot_takes_k_examples_per_question_and_tests_on_the_rest():

@@ -21,6 +21,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 
@@ -136,10 +137,27 @@ def load_semeval(data_dir: str | Path, corpora: list[str]) -> Benchmark:
 
 _SCORE_LINE = re.compile(r"^(score( point)? \d|\d points?\b|rubric:)", re.I)
 _REFERENCE_START = re.compile(r"^(rubric for |key elements)", re.I)
+_NUMBERS = {w: i for i, w in enumerate("one two three four five six seven eight nine ten".split(), 1)}
+# "Four key elements", "describes three additional pieces of information": the top level counts listed items.
+_COUNTED = re.compile(r"\b(one|two|three|four|five|six|seven|eight|nine|ten|\d+)\s+(?:additional\s+)?"
+                      r"(?:key\s+elements?|pieces?\s+of\s+information)", re.I)
 
 
-def parse_asap_rubric(path: Path) -> tuple[str, str, list[str], int]:
-    """(question text, reference content, key-content lines, max score) from a ``setN_ReadMeFirst.txt``.
+class AsapRubric(NamedTuple):
+    """What a ``setN_ReadMeFirst.txt`` says: ``content`` is the reference content's lines, from the
+    description of the top score level where ``from_levels``; ``for_full_marks`` is how many listed items
+    the top level asks for (None where it does not count them)."""
+
+    question: str
+    reference: str
+    content: list[str]
+    max_score: int
+    from_levels: bool
+    for_full_marks: int | None
+
+
+def parse_asap_rubric(path: Path) -> AsapRubric:
+    """The question text, reference content and score levels of a ``setN_ReadMeFirst.txt``.
 
     The reference is the block that follows "Rubric for ..." / "Key Elements" up to the first score
     level; where that block is empty (rubrics that describe only score levels), the description of the
@@ -169,30 +187,45 @@ def parse_asap_rubric(path: Path) -> tuple[str, str, list[str], int]:
                 break
             if ln and not ln.endswith(":") and not ln.lower().startswith("other"):
                 content.append(ln)
-    if not content:  # rubric by score levels only: describe the top level
-        top = next((i for i in range(prompt_at, len(lines)) if _SCORE_LINE.match(lines[i])
-                    and str(max_score) in lines[i]), None)
-        if top is None:
+    # The last description of the top level is the item's own (a general holistic scale may precede it).
+    top = max((i for i in range(prompt_at, len(lines)) if _SCORE_LINE.match(lines[i])
+               and re.search(rf"\b{max_score}\b", lines[i])), default=None)
+    top_lines = []
+    for ln in lines[top + 1:] if top is not None else []:
+        if _SCORE_LINE.match(ln):
+            break
+        if ln:
+            top_lines.append(ln)
+    from_levels = not content
+    if from_levels:  # rubric by score levels only: describe the top level
+        if not top_lines:
             raise InputError(path, "rubric", "neither key content nor a top score level found")
-        for ln in lines[top + 1:]:
-            if _SCORE_LINE.match(ln):
-                break
-            if ln:
-                content.append(ln)
-    return question, " ".join(content), content, max_score
+        content = top_lines
+    counted = None if from_levels else _COUNTED.search(" ".join(top_lines))
+    for_full_marks = None
+    if counted:
+        word = counted.group(1).lower()
+        for_full_marks = int(word) if word.isdigit() else _NUMBERS[word]
+    return AsapRubric(question, " ".join(content), content, max_score, from_levels, for_full_marks)
 
 
 def load_asap(data_dir: str | Path, sets: list[int]) -> Benchmark:
+    """Listed key elements / acceptable responses become concepts (``concepts_from: rubric``, with the top
+    level's count as ``concepts_for_full_marks``, else one item per point); lines of a score level's
+    description become ``concepts_from: score_levels``."""
     root = Path(data_dir) / "asap_sas"
     df = read_csv(root / "public_leaderboard_with_gold.csv", ["id", "essay_set", "essay_score", "essay_text"])
     questions, notes = {}, []
     for s in sets:
-        question, reference, content, max_score = parse_asap_rubric(root / "rubrics" / f"set{s}_ReadMeFirst.txt")
-        concepts = None
-        if len(content) >= 2:  # listed key elements / acceptable responses: one concept each
-            concepts = [Concept(id=f"k{i + 1}", label=ln[:300], weight=1.0) for i, ln in enumerate(content[:20])]
-        questions[str(s)] = _question(str(s), question, reference, float(max_score), 1.0, concepts,
-                                      subject=f"set {s}")
+        r = parse_asap_rubric(root / "rubrics" / f"set{s}_ReadMeFirst.txt")
+        question = _question(str(s), r.question, r.reference, float(r.max_score), 1.0, subject=f"set {s}")
+        if len(r.content) >= 2:  # one concept per line
+            concepts = [Concept(id=f"k{i + 1}", label=ln[:300], weight=1.0) for i, ln in enumerate(r.content[:20])]
+            for_full = None if r.from_levels else min(r.for_full_marks or r.max_score, len(concepts))
+            question = question.model_copy(update={
+                "concepts": concepts, "concepts_from": "score_levels" if r.from_levels else "rubric",
+                "concepts_for_full_marks": for_full})
+        questions[str(s)] = question
     df = df[df["essay_set"].isin(sets)]
     too_high = df[df["essay_score"] > df["essay_set"].map(lambda s: questions[str(s)].max_points)]
     if len(too_high):

@@ -23,6 +23,9 @@ From a method's score in [0, 1] to the dataset's scale:
   only): ``zero_shot``: round(score * max score); ``few_shot``: per prompt, the k graded examples fix the
   map (:func:`grading.benchmarks.metrics.quantile_map`) and are left out of the test answers; examples that
   all got the same grade carry no scale, and that prompt keeps round(score * max score).
+- ``zero_shot`` on Mohler or SemEval (``benchmark.protocols=[zero_shot]``): no training fold, so the shipped
+  scorer and no fitted map: score * 5 on Mohler (Pearson r is the score's own), "correct" from 0.5 on SemEval
+  (whose shipped scorer was trained on SemEval train: not zero-shot there).
 
 Per-answer scores of the graders that need no training are appended to ``fractions/<method>.jsonl``
 as they are produced, so an interrupted run resumes; embeddings and LLM replies are cached on disk.
@@ -144,11 +147,11 @@ def to_scale(task: str, method: str, max_points: np.ndarray, train_score: np.nda
                 pred[rows] = quantile_map(train_score[examples], train_gold[examples], test_score[rows])
         return pred, {"map": "quantile", **({"round_for": fallback} if fallback else {})}
     if task == "regression":
-        if trained:
+        if trained or not len(train_score):  # nothing to fit a line on (zero-shot): the score's own scale
             return test_score * max_points, {}
         slope, offset = fit_linear(train_score, train_gold)
         return np.clip(slope * test_score + offset, 0, max_points), {"slope": slope, "offset": offset}
-    cut = best_threshold(train_score, train_gold)
+    cut = best_threshold(train_score, train_gold) if len(train_score) else 0.5
     return (test_score >= cut).astype(float), {"threshold": cut}
 
 
@@ -230,7 +233,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     notes = bench.notes + notes
     scores = {name: grade_all(g, bench, folder.file("fractions", f"{name}.jsonl"), cfg.chunk_size, cfg.progress)
               for name, g in graders.items()}
-    shipped = SemanticModel.load(cfg.semantic_model) if bench.task == "ordinal" else None
+    shipped = SemanticModel.load(cfg.semantic_model) \
+        if bench.task == "ordinal" or "zero_shot" in cfg.benchmark.protocols else None
     if shipped is not None:
         notes.append(f"semantic: shipped model {cfg.semantic_model} ({shipped.card.get('trained_on', '?')}), "
                      f"applied zero-shot")
@@ -263,12 +267,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                     if m in base:
                         fold_scores[m] = (base[m][fold.train], base[m][fold.test], False)
                 use_ex = fold.protocol in USES_EXAMPLES
+                # Nothing is trained on evaluation-only data or without a training fold: the shipped scorer.
+                fixed = shipped if part.task == "ordinal" or fold.protocol == "zero_shot" else None
                 if {"semantic", "hybrid"} & set(methods):
-                    fold_scores["semantic"] = (*semantic_scores(part, train, test, embedder, use_ex, shipped,
+                    fold_scores["semantic"] = (*semantic_scores(part, train, test, embedder, use_ex, fixed,
                                                                 cfg.seed), True)
                 if "semantic_ref" in methods:
                     fold_scores["semantic_ref"] = fold_scores["semantic"] if "semantic" in fold_scores and not use_ex \
-                        else (*semantic_scores(part, train, test, embedder, False, shipped, cfg.seed), True)
+                        else (*semantic_scores(part, train, test, embedder, False, fixed, cfg.seed), True)
                 if "hybrid" in methods:
                     sem_tr, sem_te, _ = fold_scores["semantic"]
                     alphas = hybrid_alphas(part, train, kg_all[fold.train], sem_tr, alpha,

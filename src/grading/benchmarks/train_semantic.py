@@ -4,7 +4,8 @@ Only training data is used: SemEval's ``train`` split (the test splits UA/UQ/UD 
 for the card), or all of Mohler (which has no licence: such a model is for local use, not to be
 redistributed). ASAP is evaluation only and refused. The model is reference-only (no graded examples),
 so it can grade questions it has never seen. A cross-validation by question on the training data
-(GroupKFold) estimates how it does on unseen questions. Writes ``model.json`` and ``card.md``.
+(GroupKFold) estimates how it does on unseen questions, and compares zero-shot score maps on the same
+held-out questions (:func:`zero_shot_maps`). Writes ``model.json`` and ``card.md``.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from omegaconf import DictConfig
 from sklearn.model_selection import GroupKFold
 
 from grading.benchmarks.datasets import load_benchmark
-from grading.benchmarks.metrics import classification_metrics, regression_metrics
+from grading.benchmarks.metrics import classification_metrics, pearson, regression_metrics
 from grading.benchmarks.run import _fractions, _items
 from grading.grade import embedder_from_config
-from grading.graders.semantic import fit_semantic, pair_features
+from grading.graders.semantic import SCALAR_FEATURES, Item, fit_semantic, pair_features
 from inkbase.errors import ConfigError
 from inkbase.runs import hydra_output_dir, start_run
 
@@ -48,10 +49,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     binary = bench.task == "binary"
     scale = 1.0 if binary else float(max(q.max_points for q in bench.questions.values()))
     cv_pred = np.zeros(len(train))
-    for tr, te in GroupKFold(n_splits=cfg.cv_folds).split(x, y, groups=train["question_id"]):
+    splits = list(GroupKFold(n_splits=cfg.cv_folds).split(x, y, groups=train["question_id"]))
+    for tr, te in splits:
         cv_pred[te] = fit_semantic(x[tr], y[tr], False, embedder.model_name, seed=cfg.seed).predict(x[te])
     metrics: dict[str, Any] = {"dataset": bench.name, "n_train": int(len(train)),
                                f"cv_{cfg.cv_folds}fold_by_question": _metrics(binary, cv_pred, y, scale)}
+    if cfg.zero_shot_maps:
+        metrics["cv_zero_shot_maps"] = zero_shot_maps(bench, train, x, y, splits, embedder, cfg.seed)
     card = {"trained_on": f"{bench.name} training data ({len(train)} answers)", "notes": bench.notes,
             "command": json.loads(folder.file("run.json").read_text())["command"], **{k: v for k, v in metrics.items() if k.startswith("cv_")}}
     model = fit_semantic(x, y, False, embedder.model_name, card=card, seed=cfg.seed)
@@ -65,6 +69,50 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     folder.finish(metrics)
     log.info("semantic scorer -> %s: %s", folder.file("model.json"), metrics)
     return metrics
+
+
+def zero_shot_maps(bench, train, x: np.ndarray, y: np.ndarray, splits, embedder, seed: int) -> dict[str, Any]:
+    """Zero-shot score maps on questions held out of the scorer's training (the folds of ``splits``), each
+    scored by the pooled Pearson r with the gold over all questions (what a zero-shot r on another
+    benchmark measures) and, for 0/1 gold, ROC AUC. Per question, ``s_ref`` is the fold model's score of
+    the reference answer given as an answer (full marks) and ``s_q`` of the question text (no content):
+    ``top_anchor`` = s / s_ref, ``two_anchors`` = (s - s_q) / (s_ref - s_q), both clipped to [0, 1];
+    ``scalar_features``: the scorer without the embedding-product features; ``cosine``: the reference
+    cosine alone; ``mean_semantic_cosine``: their mean with a fixed weight of 1/2."""
+    from sklearn.metrics import roc_auc_score
+
+    qids = train["question_id"].to_numpy()
+    n_scalar = len(SCALAR_FEATURES)
+    questions = sorted(set(qids))
+    x_ref = pair_features(embedder, [Item(bench.questions[q].text, bench.refs(q), bench.refs(q)[0], q, "ref")
+                                     for q in questions])
+    x_q = pair_features(embedder, [Item(bench.questions[q].text, bench.refs(q), bench.questions[q].text, q, "q")
+                                   for q in questions])
+    score, scalar, s_ref, s_q = (np.zeros(len(y)) for _ in range(4))
+    for tr, te in splits:
+        model = fit_semantic(x[tr], y[tr], False, embedder.model_name, seed=seed)
+        score[te] = model.predict(x[te])
+        scalar[te] = fit_semantic(x[tr][:, :n_scalar], y[tr], False, embedder.model_name,
+                                  seed=seed).predict(x[te][:, :n_scalar])
+        anchors = dict(zip(questions, zip(model.predict(x_ref), model.predict(x_q), strict=True), strict=True))
+        s_ref[te] = [anchors[q][0] for q in qids[te]]
+        s_q[te] = [anchors[q][1] for q in qids[te]]
+    cosine = x[:, SCALAR_FEATURES.index("cos_ref")]
+    candidates = {
+        "semantic": score,
+        "top_anchor": np.clip(score / np.maximum(s_ref, 1e-6), 0, 1),
+        "two_anchors": np.clip((score - s_q) / np.maximum(s_ref - s_q, 1e-6), 0, 1),
+        "scalar_features": scalar,
+        "cosine": cosine,
+        "mean_semantic_cosine": (score + cosine) / 2,
+    }
+    binary = set(np.unique(y)) <= {0.0, 1.0}
+    out = {}
+    for name, s in candidates.items():
+        out[name] = {"pearson_r": round(pearson(s, y), 4)}
+        if binary:
+            out[name]["roc_auc"] = round(float(roc_auc_score(y, s)), 4)
+    return out
 
 
 def model_card(card: dict[str, Any], metrics: dict[str, Any]) -> str:

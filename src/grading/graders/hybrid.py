@@ -4,12 +4,17 @@
 here too). The combined fraction is scaled to the question's points, rounded to its granularity and
 clamped to [0, max] by :func:`grading.scoring.to_points`. Matched and missing concepts come from the KG part.
 
-The weight follows a data-independent rule (:func:`effective_alpha`): ``alpha`` where an instructor listed
-the question's concepts, 0 where there are none or they were cut out of the reference answer
-(``Question.concepts_from == "reference"``). Such concepts re-read the reference answer that the partner
-already compares with, only more coarsely, so they add noise and no information: on Mohler, SemEval and
-ASAP the KG on them is below the partner on every split. With a few graded examples of a question,
-:func:`calibrate_alpha` picks the weight from them instead.
+The weight follows a data-independent rule (:func:`effective_alpha`) from the rubric's structure: ``alpha``
+where an instructor listed the question's concepts, 0 where there are none, where they were cut out of the
+reference answer (``Question.concepts_from == "reference"``) or where they are the lines of a score level's
+description (``"score_levels"``). Concepts cut from the reference re-read the reference answer that the
+partner already compares with, only more coarsely, so they add noise and no information: on Mohler, SemEval
+and ASAP the KG on them is below the partner on every split. A score level's description ("A 2-point
+response ... uses results from the experiment", an example table) says what a whole answer at that level
+looks like; its lines are not separable pieces of content whose share is a grade. A list of alternatives
+with a count for full marks (``concepts_for_full_marks``) enters through the KG's own score
+(:func:`grading.scoring.list_share`). With a few graded examples of a question, :func:`calibrate_alpha`
+picks the weight from them instead.
 """
 
 from __future__ import annotations
@@ -35,7 +40,8 @@ ALPHA_GRID = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 
 
 def effective_alpha(alpha: float, question: Question) -> float:
-    """``alpha`` for an instructor's concept rubric, 0 for none or concepts made from the reference answer."""
+    """``alpha`` for an instructor's concept list, 0 for none, concepts made from the reference answer, or the
+    lines of a score level's description."""
     return alpha if question.has_concept_rubric else 0.0
 
 

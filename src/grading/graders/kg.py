@@ -8,7 +8,8 @@ Pairs whose directions oppose ("shifts right" / "shifts left": cosine ~0.9 for M
 (``direction_check``). ``span_encoding``: ``separate`` embeds every span on its own (one transformer pass
 per distinct span, ~34 per answer); ``pooled`` runs one pass per answer and averages the contextual token
 vectors of each span's words (:meth:`grading.embed.Embedder.encode_tokens`), which also yields the answer's
-own embedding for the similarity grader. Lanke et al., Eq. 1: ``S_KG = matched weight / total weight``. With ``edge_bonus`` > 0
+own embedding for the similarity grader. Lanke et al., Eq. 1: ``S_KG = matched weight / total weight``
+(over ``Question.concepts_for_full_marks`` concepts' weight where a rubric of alternatives sets it). With ``edge_bonus`` > 0
 the score becomes ``(1 - edge_bonus) * S_KG + edge_bonus * (satisfied relations / relations)``, a
 relation being satisfied when both its ends are matched; the default 0 keeps the paper's formula.
 
@@ -42,7 +43,7 @@ from grading.graders.concepts import (
     span_parser,
 )
 from grading.rubric import Answer, Question
-from grading.scoring import to_points
+from grading.scoring import list_share, to_points
 from inkbase.errors import ConfigError, check_range
 
 SPAN_ENCODINGS = ("separate", "pooled")
@@ -231,7 +232,7 @@ class KGGrader(Grader):
         ids = [c.id for c in question.concepts]
         matched = [cid for cid, s in zip(ids, sims, strict=True) if s >= self.threshold]
         missing = [cid for cid, s in zip(ids, sims, strict=True) if s < self.threshold]
-        s_kg = kg_score(graph, set(matched), self.edge_bonus)
+        s_kg = list_share(kg_score(graph, set(matched), self.edge_bonus), len(ids), question.concepts_for_full_marks)
         cosine = sims if cosine is None else cosine
         entry = {cid: {"id": cid, "span": span, "similarity": round(float(c), 4)}
                  for cid, c, span in zip(ids, cosine, best, strict=True)}
