@@ -1,6 +1,6 @@
 """Cold grading speed of kg and hybrid under encoding variants, side by side; results.json / results.md in out_dir.
 
-python scripts/benchmark_grading_speed.py [n_answers=1000] [threads=2] [profile=pooled_int8_light/hybrid]
+python scripts/benchmark_grading_speed.py [n_answers=600] [threads=2] [profile=pooled_int8_light/hybrid]
 """
 
 from benchmarks import grading_speed
