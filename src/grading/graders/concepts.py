@@ -128,13 +128,13 @@ def locate_words(text: str, span: str) -> list[tuple[int, int]] | None:
     """Where each word of a normalised span (:func:`normalise`) lies in the answer ``text``, as (start, end)
     characters: the words in order, with only whitespace between them, else with anything between them (a
     clause whose nested clause was left out). ``None`` when the words are not in the text."""
-    words = [re.escape(w).replace("'", "['\u2019]") for w in span.split()]
-    if not words:
+    if not span.strip():
         return None
     if span == " ".join(span.split()):
         adjacent = _locate_adjacent(text, span)
         if adjacent:
             return adjacent
+    words = [re.escape(w).replace("'", "['\u2019]") for w in span.split()]
     # Whole words only: "mass" is not the start of "massive".
     left = r"\b" if span[0].isalnum() else ""
     right = r"\b" if span[-1].isalnum() else ""
