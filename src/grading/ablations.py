@@ -35,7 +35,8 @@ from sklearn.metrics import precision_recall_fscore_support
 from tqdm import tqdm
 
 from grading.agreement import summary_agreement
-from grading.embed import get_embedder
+from grading.embed import encoder_id
+from grading.grade import embedder_from_config
 from grading.graders import build_grader, concepts
 from grading.graders.hybrid import hybrid_fraction
 from grading.graders.kg import kg_score, rubric_graph
@@ -83,7 +84,8 @@ def components_key(cfg: DictConfig) -> str:
     kg = {k: v for k, v in _without_cache_dir(cfg.kg).items() if k not in _KG_POST_KNOBS}
     parts = {
         "version": COMPONENTS_VERSION, "span_code": _file_hash(inspect.getsourcefile(concepts)),
-        "embedder": cfg.embedder.model, "rubric": _file_hash(cfg.rubric), "answers": _file_hash(cfg.answers),
+        "embedder": encoder_id(cfg.embedder.model, cfg.embedder.get("variant", "torch"),
+                               cfg.embedder.get("max_seq_length")), "rubric": _file_hash(cfg.rubric), "answers": _file_hash(cfg.answers),
         "kg": kg, "keyword": _without_cache_dir(cfg.keyword), "other": _without_cache_dir(cfg.other),
         "code": {name: _grader_fingerprint(cfg[name]) for name in ("kg", "keyword", "other")},
     }
@@ -102,8 +104,7 @@ def _gold_concepts(answer: Answer, concept_ids: list[str], answers_path: str) ->
 
 def compute_components(cfg: DictConfig, rubric: Rubric, answers: list[Answer], path: Path) -> list[dict]:
     """Run the KG, keyword and other graders once per answer, appending records to ``path`` as they come."""
-    embedder = get_embedder(cfg.embedder.model, batch_size=cfg.embedder.batch_size, device=cfg.embedder.device,
-                            cache_dir=cfg.paths.cache_dir, cache=cfg.embedder.cache)
+    embedder = embedder_from_config(cfg)
     kg = build_grader(cfg.kg, embedder)
     keyword = build_grader(cfg.keyword, embedder)
     other = build_grader(cfg.other, embedder)

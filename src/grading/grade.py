@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 def embedder_from_config(cfg: DictConfig):
     e = cfg.embedder
     return get_embedder(e.model, batch_size=e.batch_size, device=e.device, cache_dir=cfg.paths.cache_dir,
-                        cache=e.cache)
+                        cache=e.cache, variant=e.get("variant", "torch"), max_seq_length=e.get("max_seq_length"))
 
 
 def check_points(record: dict[str, Any], granularity: float) -> None:

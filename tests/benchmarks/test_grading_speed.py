@@ -27,3 +27,21 @@ def test_too_few_seed_answers_is_an_error():
     short = [Answer(answer_id=t, question_id="A", text=t) for t in ("Yes.", "No.")]
     with pytest.raises(ValueError, match="cannot build 50 distinct"):
         distinct_answers(RUBRIC, short, 50, seed=0)
+
+
+def test_variant_settings_reach_the_kg_alone_and_inside_the_hybrid(tmp_path):
+    from benchmarks.grading_speed import _grader
+    from inkbase.cli import compose
+
+    cfg = compose("benchmark_grading_speed", [])
+    variant = {"embedder": {"variant": "onnx-int8"},
+               "kg": {"span_encoding": "pooled", "spans": {"clauses": False, "noun_chunks": False, "entities": False}}}
+    kg = _grader(cfg, cfg.graders.kg, variant, tmp_path / "kg")
+    hybrid = _grader(cfg, cfg.graders.hybrid, variant, tmp_path / "hybrid")
+    for grader in (kg, hybrid.kg):
+        assert grader.span_encoding == "pooled" and grader.embedder.variant == "onnx-int8"
+        assert not grader.span_options.clauses and grader.span_options.window == 6
+        assert grader.parse._pipes == ("sentencizer",)
+    assert hybrid.other.embedder is hybrid.kg.embedder  # one encoder pass serves both parts
+    today = _grader(cfg, cfg.graders.hybrid, {}, tmp_path / "today")
+    assert today.kg.span_encoding == "separate" and today.kg.embedder.variant == "torch"
