@@ -4,7 +4,8 @@ Encoder variants (``Embedder(variant=...)``, config ``embedder.variant``): ``tor
 sentence-transformers model; ``onnx`` runs the same network exported to ONNX (onnxruntime, float32) and
 ``onnx-int8`` that export with its matrix weights quantised to int8 per output channel
 (``onnxruntime.quantization.quantize_dynamic``), about 2x faster on CPU. The export is made in-process the
-first time and kept under ``$INKGRADE_ONNX_CACHE`` (default ``~/.cache/inkgrade/onnx``), its file name keyed
+first time and kept under ``onnx/`` of the user cache dir (``$INKGRADE_CACHE_DIR``, default ``~/.cache/inkgrade``;
+:func:`inkbase.runs.user_cache_dir`), its file name keyed
 by the model's files, the variant and :data:`ONNX_EXPORT_VERSION`. Cached vectors are keyed by the variant
 too, so the variants never read each other's embeddings.
 """
@@ -30,7 +31,6 @@ MINILM_NAMES = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
 ENCODER_VARIANTS = ("torch", "onnx", "onnx-int8")
 # Bump when the export or quantisation recipe changes: exported files and cached vectors are keyed by it.
 ONNX_EXPORT_VERSION = "1"
-ONNX_CACHE_ENV = "INKGRADE_ONNX_CACHE"
 _ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
@@ -87,7 +87,9 @@ def encoder_id(model: str, variant: str = "torch", max_seq_length: int | None = 
 
 
 def onnx_cache_dir() -> Path:
-    return Path(os.environ.get(ONNX_CACHE_ENV) or Path.home() / ".cache" / "inkgrade" / "onnx")
+    from inkbase.runs import user_cache_dir
+
+    return user_cache_dir() / "onnx"
 
 
 def _folder_hash(folder: Path) -> str:
