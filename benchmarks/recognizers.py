@@ -6,8 +6,10 @@ images are named and skipped) or, without one, ``lines`` rendered lines (``htr.s
 fixed seed). Every recogniser reads all of them, as the pipeline calls it:
 
 * ``ours``: :class:`htr.recognize.ModelRecognizer` as shipped (``recognizer=model``): lines sorted by
-  length and batched (``batch_size``), the model in onnxruntime (:mod:`htr.ctc_onnx`), beam search;
-* ``ours_torch``: the same weights, batching and decoding, the model in PyTorch
+  length and batched (``batch_size``, ``max_pad_ratio``), the model in onnxruntime (:mod:`htr.ctc_onnx`),
+  beam search with the language model of :mod:`htr.lm`;
+* ``ours_no_lm``: the same without the language model (``recognizer.lm=none``);
+* ``ours_torch``: the same weights, batching and decoding as ``ours``, the model in PyTorch
   (``recognizer.fast=false``, the path used for training and GPUs);
 * ``rapidocr`` (``recognizer=rapidocr``: the same PP-OCR architecture with its own weights and
   preprocessing in onnxruntime, greedy decoding) and, with ``tesseract=true``, Tesseract.
@@ -93,14 +95,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         images, texts = manifest_lines(cfg.manifest, folder.file("skipped.jsonl"))
     else:
         images, texts = render_lines(cfg.lines, cfg.seed, cfg.max_chars)
-    ours = ModelRecognizer(cfg.model_dir, num_beams=cfg.num_beams, batch_size=cfg.batch_size, device="cpu")
-    plain = ModelRecognizer(cfg.model_dir, num_beams=cfg.num_beams, batch_size=cfg.batch_size, device="cpu",
-                            fast=False)
+    rec = cfg.recognizer
+    shipped = {"num_beams": cfg.num_beams, "batch_size": cfg.batch_size, "device": "cpu", "lm": rec.lm,
+               "lm_weight": rec.lm_weight, "lm_bonus": rec.lm_bonus, "max_pad_ratio": rec.max_pad_ratio}
+    ours = ModelRecognizer(cfg.model_dir, **shipped)
+    plain = ModelRecognizer(cfg.model_dir, **shipped, fast=False)
+    batches = f"batches of <= {cfg.batch_size} (length ratio <= {rec.max_pad_ratio}), beam {cfg.num_beams}"
     setups = {
-        "ours": (f"shipped: onnxruntime, length-sorted batches of {cfg.batch_size}, beam {cfg.num_beams}",
-                 ours.recognize),
-        "ours_torch": (f"PyTorch graph (fast=false), batches of {cfg.batch_size}, beam {cfg.num_beams}",
-                       plain.recognize),
+        "ours": (f"shipped: onnxruntime, {batches}, LM {rec.lm}", ours.recognize),
+        "ours_no_lm": (f"onnxruntime, {batches}, no LM", ours.without_language_model().recognize),
+        "ours_torch": (f"PyTorch graph (fast=false), {batches}, LM {rec.lm}", plain.recognize),
         "rapidocr": ("RapidOCR: PP-OCR in onnxruntime, its own weights and preprocessing, greedy",
                      RapidOCRRecognizer(threads=cfg.threads or None).recognize),
     }
@@ -136,7 +140,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     import onnxruntime
 
     result = {"rows": rows, "lines": len(images), "source": cfg.manifest or f"{cfg.lines} rendered lines",
-              "rounds": cfg.rounds, "num_beams": cfg.num_beams, "batch_size": cfg.batch_size,
+              "rounds": cfg.rounds, "num_beams": cfg.num_beams, "batch_size": cfg.batch_size, "lm": rec.lm,
+              "max_pad_ratio": rec.max_pad_ratio,
               "threads": torch.get_num_threads(), "cpus": os.cpu_count(), "load_before": load_before,
               "load_after": load_after, "model_dir": ours.model_dir, "onnx_file": str(getattr(ours.bundle.model, "onnx_file", None)),
               "versions": {"python": platform.python_version(), "torch": torch.__version__,
