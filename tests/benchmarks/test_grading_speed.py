@@ -43,5 +43,7 @@ def test_variant_settings_reach_the_kg_alone_and_inside_the_hybrid(tmp_path):
         assert not grader.span_options.clauses and grader.span_options.window == 6
         assert grader.parse._pipes == ("sentencizer",)
     assert hybrid.other.embedder is hybrid.kg.embedder  # one encoder pass serves both parts
-    today = _grader(cfg, cfg.graders.hybrid, {}, tmp_path / "today")
-    assert today.kg.span_encoding == "separate" and today.kg.embedder.variant == "torch"
+    default = _grader(cfg, cfg.graders.hybrid, {}, tmp_path / "default")  # no variant: the configured defaults
+    assert default.kg.span_encoding == "separate" and default.kg.embedder.variant == "onnx-int8"
+    today = _grader(cfg, cfg.graders.hybrid, dict(cfg.variants.today), tmp_path / "today")
+    assert today.kg.embedder.variant == "torch"
