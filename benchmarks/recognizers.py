@@ -84,6 +84,13 @@ def _load() -> list[float]:
 def run(cfg: DictConfig) -> dict[str, Any]:
     from htr.recognize import ModelRecognizer, RapidOCRRecognizer, TesseractRecognizer
 
+    from omegaconf import OmegaConf
+
+    from inkbase.runs import CONFIG_DIR
+
+    rec = OmegaConf.load(CONFIG_DIR / "recognizer" / "model.yaml")  # the shipped settings
+    cfg.num_beams = cfg.num_beams or rec.num_beams
+    cfg.batch_size = cfg.batch_size or rec.batch_size
     check_range("lines", cfg.lines, 1, 100_000)
     check_range("batch_size", cfg.batch_size, 1, 4096)
     check_range("rounds", cfg.rounds, 1, 100)
@@ -95,7 +102,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         images, texts = manifest_lines(cfg.manifest, folder.file("skipped.jsonl"))
     else:
         images, texts = render_lines(cfg.lines, cfg.seed, cfg.max_chars)
-    rec = cfg.recognizer
     shipped = {"num_beams": cfg.num_beams, "batch_size": cfg.batch_size, "device": "cpu", "lm": rec.lm,
                "lm_weight": rec.lm_weight, "lm_bonus": rec.lm_bonus, "max_pad_ratio": rec.max_pad_ratio}
     ours = ModelRecognizer(cfg.model_dir, **shipped)
