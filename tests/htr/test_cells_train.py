@@ -96,6 +96,18 @@ def test_train_tiny_run_and_resume(tmp_path, capsys, pypi_val_fonts):
     assert [e["epoch"] for e in json.loads((run / "metrics.json").read_text())["epochs"]] == [1, 2]
 
 
+def test_zero_epochs_calibrates_a_finished_reader(tmp_path, pypi_val_fonts):
+    from htr.cells import train
+
+    train.run(_cfg(tmp_path, "data.mnist_share=0"))
+    trained = json.loads((tmp_path / "run" / "metrics.json").read_text())["calibration"]
+    again = train.run(_cfg(tmp_path, "data.mnist_share=0", f"out_dir={tmp_path / 'cal'}", "trainer.epochs=0",
+                           f"trainer.init_weights={tmp_path / 'run' / 'cells.safetensors'}"))
+    assert again["epochs"] == [] and again["n_train"] == 0
+    # The same network on the same validation cells: the same calibration (up to fp16 weights).
+    assert again["calibration"]["val_accuracy"] == pytest.approx(trained["val_accuracy"], abs=0.02)
+
+
 def test_pairing_ships_both_networks_calibrated_together(tmp_path, pypi_val_fonts):
     from htr.cells import train
     from htr.cells.model import CellGapNet, load_networks
