@@ -26,7 +26,16 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
-from htr.cells.data import CHARS, CLASSES, CROSSED, EMPTY, cell_fonts, load_mnist, render_set, require_families
+from htr.cells.data import (
+    CHARS,
+    CLASSES,
+    CROSSED,
+    EMPTY,
+    cell_fonts,
+    load_mnist,
+    render_set,
+    require_families,
+)
 from htr.cells.model import load_networks, load_reader, make_net, save_reader
 from htr.cells.reader import allowed_classes, decide_many
 from inkbase.jsonio import JsonlAppender, read_jsonl
