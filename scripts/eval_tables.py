@@ -1,6 +1,6 @@
 """Evaluate the answer-table reader (Table 1 of Grabowski & Canz); writes table1.md and metrics.json into out_dir.
 
-python scripts/eval_tables.py out_dir=<dir> [weights=<cells.safetensors>] [fonts_dir=<npm prefix>]
+python scripts/eval_tables.py out_dir=<dir> [weights=<cells.safetensors>]
 """
 
 from inkbase.cli import hydra_entry

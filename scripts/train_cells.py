@@ -1,6 +1,6 @@
 """Train the answer-table cell reader; writes cells.safetensors, history and metrics into out_dir.
 
-python scripts/train_cells.py [out_dir=<dir>] [data.npm_dir=<npm prefix>] [trainer.epochs=N]
+python scripts/train_cells.py [out_dir=<dir>] [model.arch=cellnet|gapnet] [trainer.epochs=N] [pair.with=<weights>]
 """
 
 from htr.cells import train

@@ -14,6 +14,8 @@ from htr.cells.data import (
     compose_cell,
     font_glyph,
     render_set,
+    require_families,
+    scan_glyph,
     to_input,
 )
 from htr.cells.reader import DEFAULT_WEIGHTS, CellReader, two_pass
@@ -60,6 +62,15 @@ def test_flags(probs, flag):
     assert read.flag == flag and not read.accepted
 
 
+def test_second_network_must_agree():
+    # Pass 1's network verifies the key B; pass 2's own network reads D: the passes disagree.
+    read = two_pass(probs_for(B=0.99), "B", "ABCD", 0.9, 0.9, probs_for(D=0.99))
+    assert (read.pass1, read.pass2, read.flag) == ("B", "D", "disagree")
+    # Both read C (not the key): accepted only if pass 2's own confidence reaches the accept threshold.
+    assert two_pass(probs_for(C=0.99), "B", "ABCD", 0.9, 0.9, probs_for(C=0.95, D=0.05)).accepted
+    assert two_pass(probs_for(C=0.99), "B", "ABCD", 0.9, 0.97, probs_for(C=0.95, D=0.05)).flag == "low_confidence"
+
+
 def test_digit_tables_never_answer_letters():
     # O and 0 look alike: a digit table only considers digits (plus empty and crossed).
     read = two_pass(probs_for(O=0.6, **{"0": 0.4}), "0", "0123456789", 0.5, 0.5)
@@ -77,6 +88,27 @@ def test_rendered_cells_have_the_requested_classes():
     written = x[(y != CLASSES.index(EMPTY)) & (y != CLASSES.index(CROSSED))].astype(float)
     # An empty cell shows only its border; a written one has ink in the middle.
     assert empty[:, 10:22, 10:22].mean() < written[:, 10:22, 10:22].mean()
+
+
+def test_scan_glyph_keeps_shape_and_changes_resolution_and_strokes():
+    glyph = np.zeros((40, 30), np.uint8)
+    glyph[5:35, 13:17] = 255  # a thick vertical stroke, like a 1
+    rng = np.random.default_rng(0)
+    low = scan_glyph(glyph, rng, lowres_prob=1.0)
+    assert low.shape == glyph.shape and low.dtype == np.uint8
+    assert 0 < np.count_nonzero((low > 0) & (low < 255))  # grey edges from the round trip through <= 16 px
+    assert abs(int(low[20, 14]) - 255) < 60  # the stroke survives
+    sums = {int(scan_glyph(glyph, np.random.default_rng(s), thickness_prob=1.0).astype(int).sum()) for s in range(8)}
+    assert min(sums) < glyph.astype(int).sum() < max(sums)  # both thinner and thicker strokes are drawn
+    assert np.array_equal(scan_glyph(glyph, rng), glyph)  # both chances 0: unchanged
+
+
+def test_a_missing_test_family_is_named():
+    from inkbase.errors import ConfigError
+
+    fonts = [f for f in cell_fonts("test") if f.family != "Indie Flower"]
+    with pytest.raises(ConfigError, match="indie flower.*prepare.py"):
+        require_families("test", fonts)
 
 
 def test_split_is_by_family_and_disjoint():

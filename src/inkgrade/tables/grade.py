@@ -56,7 +56,8 @@ class TableRead:
     fit: TableFit
     image: np.ndarray  # rectified table with margin
     crops: list[np.ndarray]
-    probs: np.ndarray  # (n_cells, len(CLASSES)), calibrated
+    probs: np.ndarray  # (n_cells, len(CLASSES)), calibrated, pass 1's network
+    probs2: np.ndarray  # the same from pass 2's network (the same array when the reader has one network)
     cells: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -81,14 +82,15 @@ class TwoPass:
     def read(self, tr: TableRead, alphabet: str, keys: list[str | None], source: str) -> list[tuple[str, str, float]]:
         """``(pass1, pass2, confidence)`` per cell."""
         p = np.stack([restrict(q, alphabet) for q in tr.probs])
+        p2 = np.stack([restrict(q, alphabet) for q in tr.probs2])
         n = len(tr.crops)
-        conf = p.max(1)
+        conf = p2.max(1)
         if self.kinds[0] == "model":
             first = [pass_with_key(p[i], keys[i], self.reader.verify_threshold) for i in range(n)]
         else:
             first = self.llm.read(tr.image, n, alphabet, keys, source)
         if self.kinds[1] == "model":
-            second = [CLASSES[int(i)] for i in p.argmax(1)]
+            second = [CLASSES[int(i)] for i in p2.argmax(1)]
         else:
             second = self.llm.read(tr.image, n, alphabet, None, source)
             conf = np.full(n, np.nan)
@@ -99,7 +101,7 @@ def read_table(gray: np.ndarray, table: Table, reader: CellReader, search: float
     fit = find_table(gray, table, search=search)
     image = rectify(gray, fit, table_margin(fit))
     crops = cell_crops(image, fit, len(table.cells))
-    return TableRead(table, fit, image, crops, reader.probs(crops))
+    return TableRead(table, fit, image, crops, *reader.pass_probs(crops))
 
 
 def _selfcheck(path: Path, reads: list[TableRead]) -> None:
@@ -172,7 +174,8 @@ def _identify(reads: list[TableRead], roster: list[str] | None, cfg: DictConfig,
     id_reads = [tr for tr in reads if tr.table.role == "student_id"]
     if not id_reads:
         return None
-    probs = np.concatenate([tr.probs for tr in id_reads])
+    # Both networks' probabilities averaged: the ID match weighs every digit of every roster ID.
+    probs = np.concatenate([(tr.probs + tr.probs2) / 2 for tr in id_reads])
     if roster is not None:
         return match_id(probs, roster, cfg.identity.min_posterior, cfg.identity.min_digit_prob)
     p = np.stack([restrict(q, DIGITS) for q in probs])
