@@ -82,10 +82,9 @@ def _load() -> list[float]:
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    from htr.recognize import ModelRecognizer, RapidOCRRecognizer, TesseractRecognizer
-
     from omegaconf import OmegaConf
 
+    from htr.recognize import ModelRecognizer, RapidOCRRecognizer, TesseractRecognizer
     from inkbase.runs import CONFIG_DIR
 
     rec = OmegaConf.load(CONFIG_DIR / "recognizer" / "model.yaml")  # the shipped settings
