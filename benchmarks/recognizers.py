@@ -102,10 +102,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     else:
         images, texts = render_lines(cfg.lines, cfg.seed, cfg.max_chars)
     shipped = {"num_beams": cfg.num_beams, "batch_size": cfg.batch_size, "device": "cpu", "lm": rec.lm,
-               "lm_weight": rec.lm_weight, "lm_bonus": rec.lm_bonus, "max_pad_ratio": rec.max_pad_ratio}
+               "lm_weight": rec.lm_weight, "lm_bonus": rec.lm_bonus, "max_pad_ratio": rec.max_pad_ratio,
+               "workers": rec.workers}
     ours = ModelRecognizer(cfg.model_dir, **shipped)
     plain = ModelRecognizer(cfg.model_dir, **shipped, fast=False)
-    batches = f"batches of <= {cfg.batch_size} (length ratio <= {rec.max_pad_ratio}), beam {cfg.num_beams}"
+    batches = (f"batches of <= {cfg.batch_size} (length ratio <= {rec.max_pad_ratio}, {rec.workers} at once), "
+               f"beam {cfg.num_beams}")
     setups = {
         "ours": (f"shipped: onnxruntime, {batches}, LM {rec.lm}", ours.recognize),
         "ours_no_lm": (f"onnxruntime, {batches}, no LM", ours.without_language_model().recognize),

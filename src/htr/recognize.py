@@ -90,7 +90,7 @@ class ModelRecognizer(Recognizer):
 
     def __init__(self, model_dir: str | None = None, num_beams: int = 5, batch_size: int = 16,
                  device: str = "auto", fast: bool = True, lm: str | None = None, lm_weight: float = 0.3,
-                 lm_bonus: float = 2.5, max_pad_ratio: float = 1.0):
+                 lm_bonus: float = 2.5, max_pad_ratio: float = 1.0, workers: int = 1):
         import torch
 
         from htr.model import default_model_dir, load_bundle
@@ -99,6 +99,7 @@ class ModelRecognizer(Recognizer):
         self.num_beams = num_beams
         self.batch_size = batch_size
         self.max_pad_ratio = max_pad_ratio
+        self.workers = max(1, int(workers))
         self.fast = fast
         self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         self.bundle = load_bundle(self.model_dir)
@@ -107,9 +108,23 @@ class ModelRecognizer(Recognizer):
 
     def recognize(self, images: Sequence[Image.Image]) -> list[str]:
         out: list[str] = [""] * len(images)
-        for chunk in self.batches(images):
-            texts = self.bundle.transcribe([images[i] for i in chunk], num_beams=self.num_beams, fast=self.fast,
-                                           lm=self.lm)
+
+        def read(chunk: list[int]) -> tuple[list[int], list[str]]:
+            return chunk, self.bundle.transcribe([images[i] for i in chunk], num_beams=self.num_beams,
+                                                 fast=self.fast, lm=self.lm)
+
+        batches = self.batches(images)
+        if self.workers > 1 and len(batches) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            # onnxruntime and the image work release the GIL: one batch's network runs while another's
+            # beam search (Python) does. The first batch runs alone so that sessions and caches exist.
+            done = [read(batches[0])]
+            with ThreadPoolExecutor(self.workers) as pool:
+                done += list(pool.map(read, batches[1:]))
+        else:
+            done = [read(chunk) for chunk in batches]
+        for chunk, texts in done:
             for i, text in zip(chunk, texts, strict=True):
                 out[i] = text
         return out
