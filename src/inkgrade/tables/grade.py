@@ -41,6 +41,7 @@ from inkgrade.workflow.scans import scan_files
 CELL_COLUMNS = ("student_id", "table_id", "item_id", "pass1", "pass2", "accepted", "flag", "confidence")
 GRADE_COLUMNS = ("student_id", "item_id", "run", "points", "max_points", "problem_type")
 DIGITS = "0123456789"
+# key_unverified is lowest: both passes read the key, only the evidence fell short.
 FLAG_RISK = {"disagree": 0.95, "unreadable": 0.95, "crossed": 0.9, "outside_alphabet": 0.9, "empty": 0.85, "low_confidence": 0.8,
              "key_unverified": 0.6,
              "unidentified": 0.95}
