@@ -18,7 +18,7 @@ from htr.cells.data import (
     scan_glyph,
     to_input,
 )
-from htr.cells.reader import DEFAULT_WEIGHTS, CellReader, two_pass
+from htr.cells.reader import DEFAULT_WEIGHTS, AcceptRule, CellReader, two_pass
 
 
 def probs_for(**share: float) -> np.ndarray:
@@ -29,26 +29,34 @@ def probs_for(**share: float) -> np.ndarray:
     return p / p.sum()
 
 
+def V(verify: float, accept: float) -> AcceptRule:  # noqa: N802 (reads like the rule it builds)
+    return AcceptRule("verify", verify, accept)
+
+
+def P(key: float, other: float) -> AcceptRule:  # noqa: N802
+    return AcceptRule("product", key, other)
+
+
 def test_agreement_is_accepted():
-    read = two_pass(probs_for(B=0.99), "B", "ABCD", 0.9, 0.9)
+    read = two_pass(probs_for(B=0.99), "B", "ABCD", V(0.9, 0.9))
     assert (read.pass1, read.pass2, read.accepted, read.flag) == ("B", "B", True, "")
 
 
 def test_a_wrong_answer_read_clearly_is_accepted_as_wrong():
-    read = two_pass(probs_for(C=0.99), "B", "ABCD", 0.9, 0.9)
+    read = two_pass(probs_for(C=0.99), "B", "ABCD", V(0.9, 0.9))
     assert (read.pass1, read.pass2, read.accepted) == ("C", "C", True)
 
 
 def test_key_letter_below_the_verify_threshold_disagrees():
     # Pass 2 says B, but pass 1 does not confirm the key B (0.6 < 0.9): the passes disagree.
-    read = two_pass(probs_for(B=0.6, D=0.4), "B", "ABCD", 0.9, 0.5)
+    read = two_pass(probs_for(B=0.6, D=0.4), "B", "ABCD", V(0.9, 0.5))
     assert (read.pass1, read.pass2, read.flag, read.accepted) == ("D", "B", "disagree", False)
 
 
 def test_key_verified_by_pass_one_needs_no_second_threshold():
     # 0.7 for the key A passes the verify threshold 0.6; the accept threshold only guards other readings.
-    assert two_pass(probs_for(A=0.7, C=0.3), "A", "ABCD", 0.6, 0.9).accepted
-    assert two_pass(probs_for(C=0.7, A=0.3), "A", "ABCD", 0.6, 0.9).flag == "low_confidence"
+    assert two_pass(probs_for(A=0.7, C=0.3), "A", "ABCD", V(0.6, 0.9)).accepted
+    assert two_pass(probs_for(C=0.7, A=0.3), "A", "ABCD", V(0.6, 0.9)).flag == "low_confidence"
 
 
 @pytest.mark.parametrize("probs, flag", [
@@ -58,23 +66,57 @@ def test_key_verified_by_pass_one_needs_no_second_threshold():
     (probs_for(B=0.7, C=0.3), "low_confidence"),
 ])
 def test_flags(probs, flag):
-    read = two_pass(probs, "A", "ABCD", 0.6, 0.9)
+    read = two_pass(probs, "A", "ABCD", V(0.6, 0.9))
     assert read.flag == flag and not read.accepted
 
 
 def test_second_network_must_agree():
     # Pass 1's network verifies the key B; pass 2's own network reads D: the passes disagree.
-    read = two_pass(probs_for(B=0.99), "B", "ABCD", 0.9, 0.9, probs_for(D=0.99))
+    read = two_pass(probs_for(B=0.99), "B", "ABCD", V(0.9, 0.9), probs_for(D=0.99))
     assert (read.pass1, read.pass2, read.flag) == ("B", "D", "disagree")
     # Both read C (not the key): accepted only if pass 2's own confidence reaches the accept threshold.
-    assert two_pass(probs_for(C=0.99), "B", "ABCD", 0.9, 0.9, probs_for(C=0.95, D=0.05)).accepted
-    assert two_pass(probs_for(C=0.99), "B", "ABCD", 0.9, 0.97, probs_for(C=0.95, D=0.05)).flag == "low_confidence"
+    assert two_pass(probs_for(C=0.99), "B", "ABCD", V(0.9, 0.9), probs_for(C=0.95, D=0.05)).accepted
+    assert two_pass(probs_for(C=0.99), "B", "ABCD", V(0.9, 0.97), probs_for(C=0.95, D=0.05)).flag == "low_confidence"
 
 
 def test_digit_tables_never_answer_letters():
     # O and 0 look alike: a digit table only considers digits (plus empty and crossed).
-    read = two_pass(probs_for(O=0.6, **{"0": 0.4}), "0", "0123456789", 0.5, 0.5)
+    read = two_pass(probs_for(O=0.6, **{"0": 0.4}), "0", "0123456789", V(0.5, 0.5))
     assert read.pass2 == "0" and read.accepted
+
+
+def test_product_rule_accepts_the_key_on_both_networks_evidence():
+    # Both read the key B: 0.8 * 0.9 = 0.72 passes the key threshold 0.6 although pass 1 alone is below 0.98.
+    read = two_pass(probs_for(B=0.8, D=0.2), "B", "ABCD", P(0.6, 0.98), probs_for(B=0.9, D=0.1))
+    assert (read.pass1, read.pass2, read.accepted, read.flag) == ("B", "B", True, "")
+    assert read.confidence == pytest.approx(0.72, abs=1e-4)
+    # The same readings with weaker evidence (0.7 * 0.8 = 0.56): both still read the key, so the flag says
+    # the key is unverified rather than that the passes disagree.
+    read = two_pass(probs_for(B=0.7, D=0.3), "B", "ABCD", P(0.6, 0.98), probs_for(B=0.8, D=0.2))
+    assert (read.pass1, read.pass2, read.accepted, read.flag) == ("B", "B", False, "key_unverified")
+    # The earlier rule calls the same cell a disagreement: pass 1 reports D once the key B is below 0.98.
+    assert two_pass(probs_for(B=0.7, D=0.3), "B", "ABCD", V(0.98, 0.998), probs_for(B=0.8, D=0.2)).flag == "disagree"
+
+
+def test_product_rule_needs_more_for_a_reading_that_is_not_the_key():
+    # Both read C, the key is B: 0.99 * 0.995 = 0.985 >= 0.98 accepted; 0.99 * 0.98 = 0.970 is low confidence.
+    assert two_pass(probs_for(C=0.99, B=0.01), "B", "ABCD", P(0.6, 0.98), probs_for(C=0.995, B=0.005)).accepted
+    read = two_pass(probs_for(C=0.99, B=0.01), "B", "ABCD", P(0.6, 0.98), probs_for(C=0.98, B=0.02))
+    assert (read.accepted, read.flag) == (False, "low_confidence")
+    # Different top readings are a real disagreement, whatever the evidence.
+    read = two_pass(probs_for(B=0.99), "B", "ABCD", P(0.6, 0.98), probs_for(D=0.99))
+    assert (read.pass1, read.pass2, read.flag) == ("B", "D", "disagree")
+
+
+def test_product_rule_with_a_language_model_pass_uses_the_networks_it_has():
+    from htr.cells.reader import flag_cell
+
+    rule = P(0.6, 0.98)
+    p = probs_for(B=0.7, D=0.3)
+    assert rule.evidence(p, None, "B") == pytest.approx(0.7, abs=1e-4)
+    assert np.isnan(rule.evidence(None, None, "B"))
+    assert flag_cell("B", "B", "ABCD", float("nan"), rule, "B") == ""  # two language-model reads that agree
+    assert flag_cell("B", "B", "ABCD", 0.5, rule, "B") == "key_unverified"
 
 
 def test_rendered_cells_have_the_requested_classes():
@@ -122,6 +164,7 @@ def test_shipped_reader_reads_clear_letters():
     reader = CellReader()
     assert DEFAULT_WEIGHTS.stat().st_size < 5_000_000
     assert 0.5 <= reader.verify_threshold <= 1 and 0.5 <= reader.accept_threshold <= 1
+    assert reader.rule == AcceptRule("product", 0.6, 0.98)  # chosen on the validation cells (model card)
     font = next(f for f in cell_fonts("test") if f.family == "Indie Flower")  # a held-out hand
     rng = np.random.default_rng(3)
     letters = "ABCDEFGHKMRTXZ"

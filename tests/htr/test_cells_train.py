@@ -38,6 +38,15 @@ def test_a_reader_without_its_calibration_is_refused(tmp_path):
         CellReader(path)
 
 
+def test_a_reader_with_an_unknown_rule_is_refused(tmp_path):
+    from htr.cells.reader import CellReader
+
+    cal = {"temperature": 1.7, "verify_threshold": 0.9, "accept_threshold": 0.9, "rule": "mean"}
+    path = save_reader(tmp_path / "w.safetensors", CellNet(width=8), cal)
+    with pytest.raises(InputError, match=r"w\.safetensors: calibration\.rule: 'mean' is not one of verify, product"):
+        CellReader(path)
+
+
 def test_temperature_undoes_overconfidence():
     rng = np.random.default_rng(0)
     y = rng.integers(0, 5, 4000)

@@ -1,16 +1,23 @@
 """Load the shipped cell reader and read cells in two passes (Grabowski & Canz's two-pass validation).
 
-Pass 1 reads **with the key**: it asks whether the expected character is there, as the calibrated
-probability the reader gives it, accepted above ``verify_threshold``; when it is not, pass 1 reports
-the most likely other class. Pass 2 reads **without the key**: the most likely class. When the weights
-file holds two networks (:mod:`htr.cells.model`), pass 1 uses the first and pass 2 the second, so the
-two readings come from networks of different architectures trained on different cells; a file with one
-network serves both passes. A cell is
-accepted when both passes name the same character of the alphabet and either that character is the
-key (pass 1 verified it) or pass 2 gives it a calibrated probability of at least ``accept_threshold``
-(a reading that differs from the key has no verification behind it); otherwise it is flagged (``empty``, ``crossed``, ``outside_alphabet``,
-``unreadable``, ``disagree`` or ``low_confidence``). Both thresholds and the softmax temperature are chosen on the
-validation fonts when the reader is trained (:mod:`htr.cells.train`) and stored in its weights file.
+Pass 1 reads **with the key** (is the expected character there?), pass 2 **without** it (which character
+is it?). When the weights file holds two networks (:mod:`htr.cells.model`), pass 1 uses the first and pass 2
+the second, so the two readings come from networks of different architectures trained on different cells;
+a file with one network serves both passes. How the two readings are accepted is the file's
+:class:`AcceptRule` (``calibration.rule``):
+
+- ``product`` (the shipped reader): each pass reports its most likely class; a cell is accepted when both
+  name the same character c of the alphabet and the two networks' combined evidence p1(c) * p2(c) reaches
+  ``verify_threshold`` when c is the key, ``accept_threshold`` when it is not (a reading that differs from
+  the key has no key behind it, so it needs more). Both reading the key with weaker evidence is flagged
+  ``key_unverified``, distinct from ``disagree`` (the passes name different characters);
+- ``verify`` (the earlier readers; a file without ``rule``): pass 1 reports the key when its probability
+  reaches ``verify_threshold``, else its most likely other class; agreement on the key is accepted,
+  agreement on another character needs pass 2's probability >= ``accept_threshold``.
+
+Other flags: ``empty``, ``crossed``, ``outside_alphabet``, ``unreadable``, ``low_confidence`` (both read the
+same character, not the key, below ``accept_threshold``). The rule, its thresholds and the softmax
+temperatures are chosen on the validation cells (:mod:`htr.cells.train`) and stored in the weights file.
 """
 
 from __future__ import annotations
@@ -53,8 +60,8 @@ def restrict(probs: np.ndarray, alphabet: str) -> np.ndarray:
 
 
 def pass_with_key(p: np.ndarray, key: str | None, verify_threshold: float) -> str:
-    """Pass 1 on restricted probabilities ``p``: ``key`` if its probability reaches ``verify_threshold``,
-    else the most likely other class (the argmax when there is no key)."""
+    """Pass 1 of the ``verify`` rule on restricted probabilities ``p``: ``key`` if its probability reaches
+    ``verify_threshold``, else the most likely other class (the argmax when there is no key)."""
     if key is None or key not in CLASSES:
         return CLASSES[int(np.argmax(p))]
     k = CLASSES.index(key)
@@ -65,10 +72,46 @@ def pass_with_key(p: np.ndarray, key: str | None, verify_threshold: float) -> st
     return CLASSES[int(np.argmax(others))]
 
 
-def flag_cell(pass1: str, pass2: str, alphabet: str, confidence: float, accept_threshold: float,
-              key: str | None = None) -> str:
-    """Why a cell goes to review (``""``: accepted). ``confidence`` is pass 2's calibrated probability
-    (NaN when pass 2 gives none, e.g. a language model)."""
+RULES = ("verify", "product")
+
+
+@dataclass(frozen=True)
+class AcceptRule:
+    """When a cell's two readings are accepted (module docstring); ``name`` is ``verify`` or ``product``."""
+
+    name: str
+    verify_threshold: float
+    accept_threshold: float
+
+    def __post_init__(self):
+        if self.name not in RULES:
+            raise ValueError(f"unknown acceptance rule {self.name!r} (one of {', '.join(RULES)})")
+
+    @property
+    def key_threshold(self) -> float:
+        # Under ``verify`` pass 1 names the key only once it is verified: agreement on the key needs nothing more.
+        return self.verify_threshold if self.name == "product" else 0.0
+
+    def pass1(self, p: np.ndarray, key: str | None) -> str:
+        """Pass 1's reading from its restricted probabilities ``p``."""
+        if self.name == "product":
+            return CLASSES[int(np.argmax(p))]
+        return pass_with_key(p, key, self.verify_threshold)
+
+    def evidence(self, p1: np.ndarray | None, p2: np.ndarray | None, reading: str) -> float:
+        """The evidence for ``reading`` compared with the thresholds, from the restricted probabilities of
+        the passes that are this reader's networks (None: a language model read that pass; NaN: neither)."""
+        if reading not in CLASSES:
+            return float("nan")
+        c = CLASSES.index(reading)
+        used = [p2] if self.name == "verify" else [p1, p2]
+        values = [float(p[c]) for p in used if p is not None]
+        return float(np.prod(values)) if values else float("nan")
+
+
+def flag_cell(pass1: str, pass2: str, alphabet: str, evidence: float, rule: AcceptRule, key: str | None = None) -> str:
+    """Why a cell goes to review (``""``: accepted). ``evidence`` is :meth:`AcceptRule.evidence` for pass
+    2's reading (NaN when neither pass gives a probability: the agreement of two language-model reads)."""
     if pass2 == EMPTY:
         return "empty"
     if pass2 == CROSSED:
@@ -79,38 +122,45 @@ def flag_cell(pass1: str, pass2: str, alphabet: str, confidence: float, accept_t
         return "outside_alphabet"
     if pass1 != pass2:
         return "disagree"
-    if pass2 != key and not np.isnan(confidence) and confidence < accept_threshold:
-        return "low_confidence"
-    return ""
+    if np.isnan(evidence):
+        return ""
+    if pass2 == key:
+        return "key_unverified" if evidence < rule.key_threshold else ""
+    return "low_confidence" if evidence < rule.accept_threshold else ""
 
 
-def two_pass(probs: np.ndarray, key: str | None, alphabet: str, verify_threshold: float,
-             accept_threshold: float, probs2: np.ndarray | None = None) -> CellRead:
+def two_pass(probs: np.ndarray, key: str | None, alphabet: str, rule: AcceptRule,
+             probs2: np.ndarray | None = None) -> CellRead:
     """Decide one cell from pass 1's class probabilities (over :data:`CLASSES`) and pass 2's ``probs2``
-    (None: the same network reads both passes)."""
+    (None: the same network reads both passes); ``confidence`` is the evidence for pass 2's reading."""
     p = restrict(probs, alphabet)
     p2 = p if probs2 is None else restrict(probs2, alphabet)
-    a = int(np.argmax(p2))
-    pass1 = pass_with_key(p, key, verify_threshold)
-    flag = flag_cell(pass1, CLASSES[a], alphabet, float(p2[a]), accept_threshold, key)
-    return CellRead(pass1, CLASSES[a], flag == "", flag, float(p2[a]))
+    pass2 = CLASSES[int(np.argmax(p2))]
+    pass1 = rule.pass1(p, key)
+    evidence = rule.evidence(p, p2, pass2)
+    flag = flag_cell(pass1, pass2, alphabet, evidence, rule, key)
+    return CellRead(pass1, pass2, flag == "", flag, evidence)
 
 
-def decide_many(probs: np.ndarray, keys: np.ndarray, alphabet_mask: np.ndarray, verify_threshold: float,
-                accept_threshold: float, probs2: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def decide_many(probs: np.ndarray, keys: np.ndarray, alphabet_mask: np.ndarray, rule: AcceptRule,
+                probs2: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Vectorised :func:`two_pass` for calibration: ``probs`` (pass 1) and ``probs2`` (pass 2; None: the
     same) already restricted, ``keys`` class indices, ``alphabet_mask`` (n_classes,) marks the alphabet.
     Returns (accepted, pass2 indices)."""
     n = len(probs)
+    rows = np.arange(n)
     p2 = probs if probs2 is None else probs2
     a = p2.argmax(1)
-    conf = p2[np.arange(n), a]
-    pk = probs[np.arange(n), keys]
-    verified = pk >= verify_threshold
+    if rule.name == "product":
+        evidence = probs[rows, a] * p2[rows, a]
+        needed = np.where(a == keys, rule.verify_threshold, rule.accept_threshold)
+        return (probs.argmax(1) == a) & alphabet_mask[a] & (evidence >= needed), a
+    conf = p2[rows, a]
+    verified = probs[rows, keys] >= rule.verify_threshold
     others = probs.copy()
-    others[np.arange(n), keys] = -1.0
+    others[rows, keys] = -1.0
     pass1 = np.where(verified, keys, others.argmax(1))
-    accepted = (pass1 == a) & alphabet_mask[a] & ((a == keys) | (conf >= accept_threshold))
+    accepted = (pass1 == a) & alphabet_mask[a] & ((a == keys) | (conf >= rule.accept_threshold))
     return accepted, a
 
 
@@ -136,6 +186,10 @@ class CellReader:
         self.temperature2 = float(cal.get("temperature2", cal["temperature"]))
         self.verify_threshold = float(cal["verify_threshold"])
         self.accept_threshold = float(cal["accept_threshold"])
+        rule = cal.get("rule", "verify")
+        if rule not in RULES:
+            raise InputError(self.path, "calibration.rule", f"{rule!r} is not one of {', '.join(RULES)}")
+        self.rule = AcceptRule(rule, self.verify_threshold, self.accept_threshold)
         self._torch = torch
 
     def _softmax(self, model, temperature: float, x: np.ndarray, batch: int) -> np.ndarray:
@@ -169,4 +223,4 @@ class CellReader:
         return p1 if p2 is p1 else (p1 + p2) / 2
 
     def read(self, probs: np.ndarray, key: str | None, alphabet: str, probs2: np.ndarray | None = None) -> CellRead:
-        return two_pass(probs, key, alphabet, self.verify_threshold, self.accept_threshold, probs2)
+        return two_pass(probs, key, alphabet, self.rule, probs2)

@@ -37,7 +37,8 @@ from htr.cells.data import (
     require_families,
 )
 from htr.cells.model import load_networks, load_reader, make_net, save_reader
-from htr.cells.reader import allowed_classes, decide_many
+from htr.cells.reader import RULES, AcceptRule, allowed_classes, decide_many
+from inkbase.errors import ConfigError
 from inkbase.jsonio import JsonlAppender, read_jsonl
 from inkbase.runs import start_run
 
@@ -135,7 +136,7 @@ def _restricted(probs: np.ndarray, kind: np.ndarray, allowed: np.ndarray) -> np.
     return p / p.sum(1, keepdims=True)
 
 
-def two_pass_figures(probs: np.ndarray, y: np.ndarray, keys: np.ndarray, verify: float, accept: float,
+def two_pass_figures(probs: np.ndarray, y: np.ndarray, keys: np.ndarray, rule: AcceptRule,
                      probs2: np.ndarray | None = None) -> dict:
     """Accepted / flagged shares and errors among accepted, per alphabet kind (letters, digits); pass 1
     reads ``probs``, pass 2 ``probs2`` (None: the same)."""
@@ -150,7 +151,7 @@ def two_pass_figures(probs: np.ndarray, y: np.ndarray, keys: np.ndarray, verify:
         p2 = None if probs2 is None else _restricted(probs2, kind, allowed)
         mask = np.zeros(len(CLASSES), bool)
         mask[[CLASSES.index(c) for c in alphabet]] = True
-        acc, a = decide_many(p, keys[kind], mask, verify, accept, p2)
+        acc, a = decide_many(p, keys[kind], mask, rule, p2)
         out["n"] += int(kind.sum())
         out["accepted"] += int(acc.sum())
         out["errors_accepted"] += int((acc & (a != y[kind])).sum())
@@ -189,18 +190,21 @@ def calibrate(logits: np.ndarray, y: np.ndarray, cfg: DictConfig, logits2: np.nd
                            for s in range(draws)])
     yy, pp = np.tile(y, draws), np.tile(probs, (draws, 1))
     pp2 = None if probs2 is None else np.tile(probs2, (draws, 1))
+    rule_name = str(cfg.calibration.get("rule", "verify"))
+    if rule_name not in RULES:
+        raise ConfigError("calibration.rule", f"{rule_name!r} is not one of {', '.join(RULES)}")
     grid = [0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 0.995, 0.998, 0.999]
     best = None
     for v in grid:
         for a in grid:
-            fig = two_pass_figures(pp, yy, keys, v, a, pp2)
+            fig = two_pass_figures(pp, yy, keys, AcceptRule(rule_name, v, a), pp2)
             ok = fig["error_among_accepted"] <= cfg.calibration.target_error
             rank = (not ok, fig["share_flagged"] if ok else fig["error_among_accepted"])
             if best is None or rank < best[0]:
                 best = (rank, v, a, fig)
     _, v, a, fig = best
     single = probs if probs2 is None else probs2  # the single-pass reading is pass 2's
-    out = {"temperature": t, "verify_threshold": v, "accept_threshold": a,
+    out = {"rule": rule_name, "temperature": t, "verify_threshold": v, "accept_threshold": a,
            "target_error": cfg.calibration.target_error, "key_draws": draws, "val_two_pass": fig,
            "val_accuracy": float((single.argmax(1) == y).mean()), "val_accuracy_by_kind": _accuracy_by_kind(single, y),
            "n_val": int(len(y))}

@@ -28,7 +28,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from htr.cells.data import CLASSES, CROSSED, EMPTY
-from htr.cells.reader import CellReader, flag_cell, pass_with_key, restrict
+from htr.cells.reader import CellReader, flag_cell, restrict
 from inkbase.errors import ConfigError, InputError
 from inkbase.jsonio import JsonlAppender, read_jsonl
 from inkbase.runs import start_run
@@ -41,7 +41,9 @@ from inkgrade.workflow.scans import scan_files
 CELL_COLUMNS = ("student_id", "table_id", "item_id", "pass1", "pass2", "accepted", "flag", "confidence")
 GRADE_COLUMNS = ("student_id", "item_id", "run", "points", "max_points", "problem_type")
 DIGITS = "0123456789"
+# key_unverified is lowest: both passes read the key, only the evidence fell short.
 FLAG_RISK = {"disagree": 0.95, "unreadable": 0.95, "crossed": 0.9, "outside_alphabet": 0.9, "empty": 0.85, "low_confidence": 0.8,
+             "key_unverified": 0.6,
              "unidentified": 0.95}
 
 
@@ -80,21 +82,23 @@ class TwoPass:
             self.llm = LLMTablePass(LLMClient(load_settings(cfg.llm), cfg.get("cache_dir"), PROMPT_VERSION))
 
     def read(self, tr: TableRead, alphabet: str, keys: list[str | None], source: str) -> list[tuple[str, str, float]]:
-        """``(pass1, pass2, confidence)`` per cell."""
+        """``(pass1, pass2, confidence)`` per cell; ``confidence`` is the reader's evidence for pass 2's
+        reading (:meth:`htr.cells.reader.AcceptRule.evidence`; NaN when both passes are the language model)."""
         p = np.stack([restrict(q, alphabet) for q in tr.probs])
         p2 = np.stack([restrict(q, alphabet) for q in tr.probs2])
         n = len(tr.crops)
-        conf = p2.max(1)
+        rule = self.reader.rule
         if self.kinds[0] == "model":
-            first = [pass_with_key(p[i], keys[i], self.reader.verify_threshold) for i in range(n)]
+            first = [rule.pass1(p[i], keys[i]) for i in range(n)]
         else:
             first = self.llm.read(tr.image, n, alphabet, keys, source)
         if self.kinds[1] == "model":
             second = [CLASSES[int(i)] for i in p2.argmax(1)]
         else:
             second = self.llm.read(tr.image, n, alphabet, None, source)
-            conf = np.full(n, np.nan)
-        return [(first[i], second[i], float(conf[i])) for i in range(n)]
+        model1, model2 = self.kinds[0] == "model", self.kinds[1] == "model"
+        conf = [rule.evidence(p[i] if model1 else None, p2[i] if model2 else None, second[i]) for i in range(n)]
+        return [(first[i], second[i], conf[i]) for i in range(n)]
 
 
 def read_table(gray: np.ndarray, table: Table, reader: CellReader, search: float) -> TableRead:
@@ -318,7 +322,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 keys = [key.get(tr.table.id, {}).get(c.item_id) for c in tr.table.cells]
             read = passes.read(tr, alphabet, keys, cell_source[tr.table.id])
             for cell, expected, (p1, p2, conf) in zip(tr.table.cells, keys, read, strict=True):
-                flag = flag_cell(p1, p2, alphabet, conf, reader.accept_threshold, expected)
+                flag = flag_cell(p1, p2, alphabet, conf, reader.rule, expected)
                 if is_id and not flag and ident is not None and ident.student_id is None:
                     flag = "unidentified"
                 tr.cells.append({"script": script, "source": cell_source[tr.table.id], "student_id": student_id,
