@@ -65,7 +65,6 @@ class HTRBundle:
     def decode(self, ids: torch.Tensor) -> list[str]:
         return [" ".join(t.split()) for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
 
-    @torch.inference_mode()
     def lm_scorer(self, name: str | None, weight: float = 0.3, bonus: float = 2.5):
         """The language-model scorer ``name`` (:func:`htr.lm.build_scorer`) over this model's labels, for
         :meth:`transcribe`; None for ``none``. Only CTC models decode with one."""
@@ -79,6 +78,7 @@ class HTRBundle:
         chars = [t if t is not None and len(t) == 1 else "" for t in tokens]  # special tokens spell nothing
         return build_scorer(name, chars, weight, bonus)
 
+    @torch.inference_mode()
     def transcribe(self, images: list[Image.Image], num_beams: int = 5, fast: bool = True, lm=None) -> list[str]:
         """Beam-search transcription. ``fast`` uses :func:`htr.fast_decode.fast_generate` (static KV
         cache; token-exact with ``generate`` in float32; bf16 with CUDA graphs on a GPU), else ``generate``;
