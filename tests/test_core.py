@@ -193,3 +193,23 @@ def test_interrupted_grading_resumes(tmp_path):
     rows = grade_answers(counting, rubric, answers, scores, progress=False)
     assert counting.seen == ["a2", "a3", "a4"]
     assert [r["answer_id"] for r in rows] == [f"a{i}" for i in range(5)]
+
+
+def test_write_bytes_replaces_whole_files_and_leaves_no_temp_file_on_failure(tmp_path, monkeypatch):
+    import os
+
+    from inkbase.jsonio import write_bytes
+
+    target = tmp_path / "sub" / "model.bin"
+    write_bytes(target, b"first")
+    write_bytes(target, b"second version")
+    assert target.read_bytes() == b"second version"
+
+    def fail(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(OSError, match="disk full"):
+        write_bytes(target, b"third")
+    assert target.read_bytes() == b"second version"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["model.bin"]

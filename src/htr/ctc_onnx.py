@@ -17,14 +17,13 @@ folder to clear the cache; a cache that cannot be written or read is warned abou
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from inkbase.jsonio import write_bytes
 from inkbase.runs import user_cache_dir
 
 log = logging.getLogger(__name__)
@@ -85,18 +84,6 @@ def cache_path(weights_sha256: str) -> Path:
     return cache_dir() / "htr_onnx" / f"{weights_sha256}-{PPOCR_SHA256[:12]}-v{EXPORT_VERSION}.onnx"
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class OnnxCTC:
     """An onnxruntime session over :func:`export`'s graph. ``weights_sha256`` (the SHA-256 of the
     weights file the model was loaded from) names the cached export; None exports in memory."""
@@ -114,7 +101,7 @@ class OnnxCTC:
             path = cache_path(weights_sha256)
             try:
                 if not path.is_file():
-                    _write_atomic(path, export(model).SerializeToString())
+                    write_bytes(path, export(model).SerializeToString())
                 self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
                 self.path = path
             except Exception as err:  # noqa: BLE001 - OSError, or onnxruntime's Fail/InvalidProtobuf on a damaged file

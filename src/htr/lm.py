@@ -18,7 +18,6 @@ KenLM model file, which does not exist offline, or pin ``numpy<2``; the model is
 from __future__ import annotations
 
 import math
-import os
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from functools import lru_cache
@@ -111,11 +110,11 @@ class WordCharLM:
 def english_lm(n_words: int = 50000, order: int = 6) -> WordCharLM:
     """The English model, built once per machine (a few seconds) and then read from the user cache."""
     import pickle
+    from importlib.metadata import version
 
-    import wordfreq
+    from inkbase.jsonio import write_bytes
 
-    version = getattr(wordfreq, "__version__", "") or _dist_version("wordfreq")
-    path = cache_dir() / f"english-{n_words}-{order}-wordfreq{version}.pkl"
+    path = cache_dir() / f"english-{n_words}-{order}-wordfreq{version('wordfreq')}.pkl"
     if path.is_file():
         try:
             with path.open("rb") as fh:
@@ -123,11 +122,7 @@ def english_lm(n_words: int = 50000, order: int = 6) -> WordCharLM:
         except (OSError, pickle.UnpicklingError, EOFError, AttributeError):
             pass  # a damaged cache file is rebuilt below
     lm = WordCharLM("en", n_words, order)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    with tmp.open("wb") as fh:
-        pickle.dump(lm, fh, protocol=pickle.HIGHEST_PROTOCOL)
-    os.replace(tmp, path)
+    write_bytes(path, pickle.dumps(lm, protocol=pickle.HIGHEST_PROTOCOL))
     return lm
 
 
@@ -136,12 +131,6 @@ def cache_dir() -> Path:
     from inkbase.runs import user_cache_dir
 
     return user_cache_dir() / "lm"
-
-
-def _dist_version(name: str) -> str:
-    from importlib.metadata import version
-
-    return version(name)
 
 
 class LMScorer:
