@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from grading.benchmarks.datasets import load_asap, load_mohler, load_semeval, parse_asap_rubric
+from grading.benchmarks.datasets import load_asap, load_mohler, load_nn_exam, load_semeval, parse_asap_rubric
 from grading.benchmarks.metrics import (
     best_threshold,
     classification_metrics,
@@ -172,12 +172,46 @@ def test_llm_without_key_is_skipped_with_a_note(tmp_path, monkeypatch, embedder)
     assert set(graders) == {"similarity"} and "OPENAI_API_KEY" in notes[0]
 
 
-def test_asap_is_refused_for_training():
+@pytest.mark.parametrize("name", ["asap", "nn_exam"])
+def test_evaluation_only_benchmarks_are_refused_for_training(name):
     from grading.benchmarks.train_semantic import run
     from inkbase.cli import compose
 
     with pytest.raises(ConfigError, match="evaluation only"):
-        run(compose("train_semantic", ["benchmark=asap"]))
+        run(compose("train_semantic", [f"benchmark={name}"]))
+
+
+def write_nn_exam(root, scores=(2, 1, 0, 2), drop=None):
+    folder = root / "nn_exam_hbrs" / "cleaned"
+    folder.mkdir(parents=True, exist_ok=True)
+    q = pd.DataFrame({"id": [1, 2], "question": ["What is a perceptron?", "What does ReLU compute?"],
+                      "solution": [" A perceptron is a linear threshold unit.", "ReLU returns max(0, x)."]})
+    a = pd.DataFrame({"id": [1, 1, 2, 2], "answer": ["YOUR ANSWER HERE A linear threshold unit.", "a unit",
+                                                     None, "max of zero and x"], "score": list(scores)})
+    q.drop(columns=drop or []).to_csv(folder / "questions.csv", sep="\t")
+    a.to_csv(folder / "answers.csv", sep="\t")
+
+
+def test_nn_exam_loader_reads_the_cleaned_set(tmp_path):
+    write_nn_exam(tmp_path)
+    b = load_nn_exam(tmp_path)
+    assert b.task == "regression" and set(b.questions) == {"1", "2"}
+    assert b.questions["1"].reference_answer == "A perceptron is a linear threshold unit."
+    assert b.questions["1"].max_points == 2.0 and b.questions["1"].concepts_from == "reference"
+    assert b.answers["text"].tolist() == ["A linear threshold unit.", "a unit", "", "max of zero and x"]
+    assert b.answers["gold"].tolist() == [2.0, 1.0, 0.0, 2.0]
+    assert b.answers["answer_id"].is_unique
+
+
+def test_nn_exam_loader_names_the_file_and_field(tmp_path):
+    write_nn_exam(tmp_path, drop=["solution"])
+    with pytest.raises(InputError) as err:
+        load_nn_exam(tmp_path)
+    assert err.value.field == "solution" and err.value.file.endswith("questions.csv")
+    write_nn_exam(tmp_path, scores=(2, 3, 0, 2))
+    with pytest.raises(InputError) as err:
+        load_nn_exam(tmp_path)
+    assert err.value.field == "score" and "3" in err.value.problem
 
 
 @pytest.mark.data
@@ -193,6 +227,10 @@ def test_real_datasets_load_with_documented_counts(data_dir):
     assert {q: a.questions[q].max_points for q in ("1", "3", "5")} == {"1": 3.0, "3": 2.0, "5": 3.0}
     r = parse_asap_rubric(data_dir / "asap_sas" / "rubrics" / "set5_ReadMeFirst.txt")
     assert r.max_score == 3 and len(r.content) == 8 and "protein synthesis" in r.question
+    n = load_nn_exam(data_dir)
+    assert len(n.answers) == 1137 and len(n.questions) == 40
+    assert n.answers["gold"].value_counts().to_dict() == {2.0: 632, 1.0: 379, 0.0: 126}
+    assert not n.answers["text"].str.contains("YOUR ANSWER HERE").any()
 
 
 def test_few_shot_takes_k_examples_per_question_and_tests_on_the_rest():

@@ -13,6 +13,9 @@ naming the file and the column.
   1 for "correct", 0 for "incorrect". Beetle's several reference answers are all kept (``references``).
 - ``asap``: ``asap_sas/public_leaderboard_with_gold.csv`` (evaluation only); prompt, reference
   content and score range are read from ``rubrics/setN_ReadMeFirst.txt``.
+- ``nn_exam``: ``nn_exam_hbrs/cleaned/`` (evaluation only), a university neural-networks exam: 40 questions,
+  1,137 answers graded 0/1/2. The reference is the data's ``solution``, a full-score student answer taken out
+  of the answer pool (not an instructor's answer). nbgrader's ``YOUR ANSWER HERE`` placeholder is removed.
 """
 
 from __future__ import annotations
@@ -28,6 +31,10 @@ import pandas as pd
 from grading.benchmarks.auto_rubric import auto_concepts
 from grading.rubric import Concept, Question
 from inkbase.errors import ConfigError, InputError
+
+# Benchmarks nothing may be trained or tuned on: they are graded zero-shot (or with a few graded examples
+# calibrating the score map) by the shipped scorer.
+EVALUATION_ONLY = {"asap", "nn_exam"}
 
 
 @dataclass
@@ -239,6 +246,31 @@ def load_asap(data_dir: str | Path, sets: list[int]) -> Benchmark:
     return Benchmark("asap", "ordinal", questions, answers.reset_index(drop=True), notes=notes)
 
 
+_PLACEHOLDER = re.compile(r"^\s*YOUR ANSWER HERE\s*", re.I)
+
+
+def load_nn_exam(data_dir: str | Path) -> Benchmark:
+    root = Path(data_dir) / "nn_exam_hbrs" / "cleaned"
+    q = read_csv(root / "questions.csv", ["id", "question", "solution"], sep="\t")
+    a = read_csv(root / "answers.csv", ["id", "answer", "score"], sep="\t")
+    unknown = sorted(set(a["id"]) - set(q["id"]))
+    if unknown:
+        raise InputError(root / "answers.csv", "id", f"question id(s) {unknown[:5]} not in questions.csv")
+    bad = sorted(set(a["score"]) - {0, 1, 2})
+    if bad:
+        raise InputError(root / "answers.csv", "score", f"unexpected value(s) {bad}; the exam grades 0, 1 or 2")
+    questions = {str(r.id): _question(str(r.id), str(r.question), str(r.solution).strip(), 2.0, 1.0,
+                                      subject="neural networks exam") for r in q.itertuples()}
+    text = a["answer"].fillna("").astype(str).map(lambda t: _PLACEHOLDER.sub("", t).strip())
+    answers = pd.DataFrame({
+        "answer_id": a["id"].astype(str) + "-" + a.index.astype(str), "question_id": a["id"].astype(str),
+        "text": text, "gold": a["score"].astype(float), "split": "test", "group": a["id"].astype(str),
+        "subset": "nn_exam"})
+    notes = [f"{len(answers)} answers, {len(questions)} questions (cleaned set); reference = a full-score student "
+             "answer; evaluation only (nothing is trained or tuned on it)"]
+    return Benchmark("nn_exam", "regression", questions, answers.reset_index(drop=True), notes=notes)
+
+
 def load_benchmark(cfg, data_dir: str | Path) -> Benchmark:
     """Dispatch on ``cfg.name`` (configs/benchmark/<name>.yaml); ``cfg.texts`` swaps in other answer texts."""
     if not Path(data_dir).is_dir():
@@ -249,8 +281,10 @@ def load_benchmark(cfg, data_dir: str | Path) -> Benchmark:
         bench = load_semeval(data_dir, list(cfg.corpora))
     elif cfg.name == "asap":
         bench = load_asap(data_dir, [int(s) for s in cfg.sets])
+    elif cfg.name == "nn_exam":
+        bench = load_nn_exam(data_dir)
     else:
-        raise ConfigError("benchmark.name", f"{cfg.name!r} is not one of mohler, semeval, asap")
+        raise ConfigError("benchmark.name", f"{cfg.name!r} is not one of mohler, semeval, asap, nn_exam")
     return replace_texts(bench, cfg.texts) if cfg.texts else bench
 
 

@@ -26,6 +26,7 @@ From a method's score in [0, 1] to the dataset's scale:
 - ``zero_shot`` on Mohler or SemEval (``benchmark.protocols=[zero_shot]``): no training fold, so the shipped
   scorer and no fitted map: score * 5 on Mohler (Pearson r is the score's own), "correct" from 0.5 on SemEval
   (whose shipped scorer was trained on SemEval train: not zero-shot there).
+- nn_exam (0-2, evaluation only): ``zero_shot`` as on Mohler, score * 2; the scorer is always the shipped one.
 
 Per-answer scores of the graders that need no training are appended to ``fractions/<method>.jsonl``
 as they are produced, so an interrupted run resumes; embeddings and LLM replies are cached on disk.
@@ -45,7 +46,7 @@ import pandas as pd
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from grading.benchmarks.datasets import Benchmark, load_benchmark
+from grading.benchmarks.datasets import EVALUATION_ONLY, Benchmark, load_benchmark
 from grading.benchmarks.metrics import (
     best_threshold,
     classification_metrics,
@@ -233,8 +234,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     notes = bench.notes + notes
     scores = {name: grade_all(g, bench, folder.file("fractions", f"{name}.jsonl"), cfg.chunk_size, cfg.progress)
               for name, g in graders.items()}
+    evaluation_only = bench.name in EVALUATION_ONLY
     shipped = SemanticModel.load(cfg.semantic_model) \
-        if bench.task == "ordinal" or "zero_shot" in cfg.benchmark.protocols else None
+        if evaluation_only or "zero_shot" in cfg.benchmark.protocols else None
     if shipped is not None:
         notes.append(f"semantic: shipped model {cfg.semantic_model} ({shipped.card.get('trained_on', '?')}), "
                      f"applied zero-shot")
@@ -268,7 +270,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                         fold_scores[m] = (base[m][fold.train], base[m][fold.test], False)
                 use_ex = fold.protocol in USES_EXAMPLES
                 # Nothing is trained on evaluation-only data or without a training fold: the shipped scorer.
-                fixed = shipped if part.task == "ordinal" or fold.protocol == "zero_shot" else None
+                fixed = shipped if evaluation_only or fold.protocol == "zero_shot" else None
                 if {"semantic", "hybrid"} & set(methods):
                     fold_scores["semantic"] = (*semantic_scores(part, train, test, embedder, use_ex, fixed,
                                                                 cfg.seed), True)

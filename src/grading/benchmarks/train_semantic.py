@@ -18,7 +18,7 @@ import numpy as np
 from omegaconf import DictConfig
 from sklearn.model_selection import GroupKFold
 
-from grading.benchmarks.datasets import load_benchmark
+from grading.benchmarks.datasets import EVALUATION_ONLY, load_benchmark
 from grading.benchmarks.metrics import classification_metrics, pearson, regression_metrics
 from grading.benchmarks.run import _fractions, _items
 from grading.grade import embedder_from_config
@@ -27,7 +27,6 @@ from inkbase.errors import ConfigError
 from inkbase.runs import hydra_output_dir, start_run
 
 log = logging.getLogger(__name__)
-EVALUATION_ONLY = {"asap"}
 
 
 def _metrics(binary: bool, pred: np.ndarray, gold: np.ndarray, scale: float) -> dict[str, float]:
