@@ -17,6 +17,7 @@ from htr.cells.data import (
     require_families,
     scan_glyph,
     to_input,
+    warp_glyph,
 )
 from htr.cells.reader import DEFAULT_WEIGHTS, AcceptRule, CellReader, two_pass
 
@@ -143,6 +144,27 @@ def test_scan_glyph_keeps_shape_and_changes_resolution_and_strokes():
     sums = {int(scan_glyph(glyph, np.random.default_rng(s), thickness_prob=1.0).astype(int).sum()) for s in range(8)}
     assert min(sums) < glyph.astype(int).sum() < max(sums)  # both thinner and thicker strokes are drawn
     assert np.array_equal(scan_glyph(glyph, rng), glyph)  # both chances 0: unchanged
+
+
+def test_warp_glyph_gives_another_shape_of_the_same_ink():
+    glyph = np.zeros((28, 20), np.uint8)
+    glyph[3:25, 8:12] = 255
+    glyph[3:7, 4:16] = 255  # a T
+    shapes = [warp_glyph(glyph, np.random.default_rng(s)) for s in range(6)]
+    assert all(g.dtype == np.uint8 and g.max() > 200 for g in shapes)
+    # Cropped to the ink at a 64 px scale (with some spread from the random width and rotation).
+    assert all(40 <= max(g.shape) <= 100 for g in shapes)
+    assert len({g.shape for g in shapes}) > 1
+    assert np.array_equal(warp_glyph(glyph, np.random.default_rng(1)), shapes[1])  # seeded
+
+
+def test_render_set_without_warp_draws_the_same_cells():
+    fonts = cell_fonts("train")[:2]
+    a = render_set(fonts, 12, np.random.default_rng(4))
+    b = render_set(fonts, 12, np.random.default_rng(4), warp_prob=0.0)
+    c = render_set(fonts, 12, np.random.default_rng(4), warp_prob=1.0)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert not np.array_equal(a[0], c[0])
 
 
 def test_a_missing_test_family_is_named():
