@@ -198,3 +198,23 @@ def test_shipped_reader_reads_clear_letters():
     assert read[-1] == EMPTY
     assert np.allclose(probs.sum(1), 1, atol=1e-4)
     assert to_input(crops[0]).shape == (INPUT_SIZE, INPUT_SIZE)
+
+
+@pytest.mark.skipif(not DEFAULT_WEIGHTS.is_file(), reason="shipped weights missing")
+def test_shipped_reader_reads_digits_with_its_digit_specialist():
+    reader = CellReader()
+    assert reader.model_digits is not None and reader.model_digits.width == 24
+    # Digit tables: thresholds chosen on the digit validation cells (model card); letters keep theirs.
+    assert reader.rule_for("0123456789") == AcceptRule("product", 0.6, 0.98)
+    assert reader.rule_for("ABCDEFGH") is reader.rule
+    font = next(f for f in cell_fonts("test") if f.family == "Indie Flower")  # a held-out hand
+    rng = np.random.default_rng(5)
+    digits = "0123456789"
+    crops = [compose_cell(font_glyph(c, font, rng), rng, stray_prob=0) for c in digits]
+    p1, p2 = reader.pass_probs(crops, digits)
+    general = reader.pass_probs(crops)[1]
+    assert not np.allclose(p2, general)  # pass 2 is another network for digit tables
+    read = [CLASSES[i] for i in p2.argmax(1)]
+    assert sum(r == c for r, c in zip(read, digits, strict=True)) >= len(digits) - 1
+    reads = [reader.read(a, c, digits, b) for a, b, c in zip(p1, p2, digits, strict=True)]
+    assert sum(r.accepted for r in reads) >= len(digits) - 2
