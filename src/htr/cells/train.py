@@ -68,8 +68,9 @@ def _data(name: str, fonts_split: str, n: int, mnist, cfg: DictConfig, seed: int
     from omegaconf import OmegaConf
 
     data = OmegaConf.to_container(cfg.data, resolve=True)
-    warp = float(data.pop("warp_prob", 0.0) or 0.0) if name == "train" else 0.0
-    data.pop("warp_prob", None)
+    warp = float(data.pop("warp_prob", None) or 0.0)
+    if name != "train":  # validation cells are never warped: the same cells, and key, as earlier runs'
+        warp = 0.0
     spec = {"name": name, "n": n, "seed": seed, "data": data}
     if warp:
         spec["warp_prob"] = warp
