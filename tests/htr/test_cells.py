@@ -17,6 +17,7 @@ from htr.cells.data import (
     require_families,
     scan_glyph,
     to_input,
+    warp_glyph,
 )
 from htr.cells.reader import DEFAULT_WEIGHTS, AcceptRule, CellReader, two_pass
 
@@ -145,6 +146,27 @@ def test_scan_glyph_keeps_shape_and_changes_resolution_and_strokes():
     assert np.array_equal(scan_glyph(glyph, rng), glyph)  # both chances 0: unchanged
 
 
+def test_warp_glyph_gives_another_shape_of_the_same_ink():
+    glyph = np.zeros((28, 20), np.uint8)
+    glyph[3:25, 8:12] = 255
+    glyph[3:7, 4:16] = 255  # a T
+    shapes = [warp_glyph(glyph, np.random.default_rng(s)) for s in range(6)]
+    assert all(g.dtype == np.uint8 and g.max() > 200 for g in shapes)
+    # Cropped to the ink at a 64 px scale (with some spread from the random width and rotation).
+    assert all(40 <= max(g.shape) <= 100 for g in shapes)
+    assert len({g.shape for g in shapes}) > 1
+    assert np.array_equal(warp_glyph(glyph, np.random.default_rng(1)), shapes[1])  # seeded
+
+
+def test_render_set_without_warp_draws_the_same_cells():
+    fonts = cell_fonts("train")[:2]
+    a = render_set(fonts, 12, np.random.default_rng(4))
+    b = render_set(fonts, 12, np.random.default_rng(4), warp_prob=0.0)
+    c = render_set(fonts, 12, np.random.default_rng(4), warp_prob=1.0)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert not np.array_equal(a[0], c[0])
+
+
 def test_a_missing_test_family_is_named():
     from inkbase.errors import ConfigError
 
@@ -176,3 +198,23 @@ def test_shipped_reader_reads_clear_letters():
     assert read[-1] == EMPTY
     assert np.allclose(probs.sum(1), 1, atol=1e-4)
     assert to_input(crops[0]).shape == (INPUT_SIZE, INPUT_SIZE)
+
+
+@pytest.mark.skipif(not DEFAULT_WEIGHTS.is_file(), reason="shipped weights missing")
+def test_shipped_reader_reads_digits_with_its_digit_specialist():
+    reader = CellReader()
+    assert reader.model_digits is not None and reader.model_digits.width == 24
+    # Digit tables: thresholds chosen on the digit validation cells (model card); letters keep theirs.
+    assert reader.rule_for("0123456789") == AcceptRule("product", 0.6, 0.98)
+    assert reader.rule_for("ABCDEFGH") is reader.rule
+    font = next(f for f in cell_fonts("test") if f.family == "Indie Flower")  # a held-out hand
+    rng = np.random.default_rng(5)
+    digits = "0123456789"
+    crops = [compose_cell(font_glyph(c, font, rng), rng, stray_prob=0) for c in digits]
+    p1, p2 = reader.pass_probs(crops, digits)
+    general = reader.pass_probs(crops)[1]
+    assert not np.allclose(p2, general)  # pass 2 is another network for digit tables
+    read = [CLASSES[i] for i in p2.argmax(1)]
+    assert sum(r == c for r, c in zip(read, digits, strict=True)) >= len(digits) - 1
+    reads = [reader.read(a, c, digits, b) for a, b, c in zip(p1, p2, digits, strict=True)]
+    assert sum(r.accepted for r in reads) >= len(digits) - 2

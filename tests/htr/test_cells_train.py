@@ -47,6 +47,22 @@ def test_a_reader_with_an_unknown_rule_is_refused(tmp_path):
         CellReader(path)
 
 
+def test_a_digit_network_without_its_calibration_is_refused(tmp_path):
+    from htr.cells.model import CellGapNet
+    from htr.cells.reader import CellReader
+
+    cal = {"temperature": 1.0, "temperature2": 1.0, "verify_threshold": 0.6, "accept_threshold": 0.98, "rule": "product"}
+    path = save_reader(tmp_path / "w.safetensors", CellGapNet(width=8), cal, CellNet(width=8), CellNet(width=8))
+    with pytest.raises(InputError, match=r"w\.safetensors: calibration\.digits: missing"):
+        CellReader(path)
+    digits = {**cal, "verify_threshold": 0.5, "accept_threshold": 0.9}
+    path = save_reader(tmp_path / "w.safetensors", CellGapNet(width=8), {**cal, "digits": digits}, CellNet(width=8),
+                       CellNet(width=8))
+    reader = CellReader(path)
+    assert reader.rule_for("0123456789").accept_threshold == 0.9 and reader.rule_for("ABC").accept_threshold == 0.98
+    assert reader.rule_for("A1").accept_threshold == 0.98  # a mixed alphabet reads with the general rule
+
+
 def test_temperature_undoes_overconfidence():
     rng = np.random.default_rng(0)
     y = rng.integers(0, 5, 4000)
@@ -138,3 +154,73 @@ def test_pairing_ships_both_networks_calibrated_together(tmp_path, pypi_val_font
     p1, p2 = reader.pass_probs_from_inputs(x)
     assert p1.shape == p2.shape == (3, 38) and not np.allclose(p1, p2)
     assert np.allclose(reader.probs([np.full((40, 40), 200, np.uint8)]).sum(), 1, atol=1e-4)
+
+
+def test_simulated_keys_of_digit_cells_are_digits():
+    from htr.cells.data import CLASSES, CROSSED, EMPTY
+
+    y = np.asarray([CLASSES.index("7")] * 50 + [CLASSES.index(EMPTY)] * 50 + [CLASSES.index(CROSSED)] * 50)
+    keys = simulate_keys(y, np.random.default_rng(0), 0.75)
+    assert all(CLASSES[k].isdigit() for k in keys)
+    # With letters among the cells, empty and crossed cells sit in letter tables as before.
+    mixed = simulate_keys(np.concatenate([y, [CLASSES.index("B")]]), np.random.default_rng(0), 0.75)
+    assert all(CLASSES[k].isalpha() for k in mixed[50:150])
+
+
+def test_digit_specialist_joins_a_pair(tmp_path, pypi_val_fonts):
+    import torch
+
+    from htr.cells import train
+    from htr.cells.model import load_networks
+    from htr.cells.reader import AcceptRule, CellReader
+
+    train.run(_cfg(tmp_path, "data.mnist_share=0"))
+    train.run(_cfg(tmp_path, "data.mnist_share=0", f"out_dir={tmp_path / 'pair'}", "model.arch=gapnet", "seed=2",
+                   f"pair.with={tmp_path / 'run' / 'cells.safetensors'}"))
+    pair = tmp_path / "pair" / "cells.safetensors"
+    digit_cfg = ("data.mnist_share=0", "data.digit_share=1.0", f"out_dir={tmp_path / 'digits'}", f"digits.into={pair}")
+    metrics = train.run(_cfg(tmp_path, *digit_cfg, "data.warp_prob=0.5"))
+    # warp_prob changes the training cells only: the digit validation cells are one cached file for both.
+    train.run(_cfg(tmp_path, *digit_cfg, f"out_dir={tmp_path / 'digits0'}", "trainer.epochs=0",
+                   f"trainer.init_weights={tmp_path / 'run' / 'cells.safetensors'}"))
+    assert len(list((tmp_path / "cache").glob("cells_val_*.npz"))) == 2  # mixed and digit-only validation cells
+    assert len(list((tmp_path / "cache").glob("cells_train_*.npz"))) == 3  # mixed (seeds 0 and 2), warped digits
+
+    nets, meta = load_networks(tmp_path / "digits" / "cells.safetensors")
+    pair_nets, pair_meta = load_networks(pair)
+    assert len(nets) == 3 and meta["has_digits"] and not pair_meta["has_digits"]
+    d = metrics["digits"]
+    # The pair as shipped is measured with its own calibration, untouched.
+    assert d["as_shipped"]["verify_threshold"] == pair_meta["calibration"]["verify_threshold"]
+    assert d["as_shipped"]["n_val"] == d["specialist"]["n_val"] == 120
+    general = {k: v for k, v in meta["calibration"].items() if k != "digits"}
+    assert general == pair_meta["calibration"]  # letter tables read exactly as before
+    reader = CellReader(tmp_path / "digits" / "cells.safetensors")
+    spec = d["specialist"]
+    assert reader.rule_for("0123456789") == AcceptRule(spec["rule"], spec["verify_threshold"], spec["accept_threshold"])
+    assert reader.rule_for("ABCDEFGH") == reader.rule
+    x = np.random.default_rng(0).random((4, 32, 32)).astype(np.float32)
+    p1, p2 = reader.pass_probs_from_inputs(x, alphabet="0123456789")
+    with torch.no_grad():
+        logits = nets[2](torch.from_numpy(x)[:, None]).numpy()
+    assert np.allclose(p2, train.softmax(logits / spec["temperature2"]), atol=1e-5)
+    g1, g2 = reader.pass_probs_from_inputs(x, alphabet="ABC")
+    assert np.allclose(g1, CellReader(pair).pass_probs_from_inputs(x)[0], atol=1e-6)
+    assert not np.allclose(p2, g2)
+    # The recalibrated file: the pair's own networks with digit-table thresholds.
+    recal = CellReader(tmp_path / "digits" / "cells_recalibrated.safetensors")
+    assert recal.model_digits is None and recal.digits["accept_threshold"] == d["recalibrated"]["accept_threshold"]
+    r1, r2 = recal.pass_probs_from_inputs(x, alphabet="0123456789")
+    with torch.no_grad():
+        logits2 = pair_nets[1](torch.from_numpy(x)[:, None]).numpy()
+    assert np.allclose(r2, train.softmax(logits2 / d["recalibrated"]["temperature2"]), atol=1e-5)
+
+
+def test_digit_specialist_needs_a_two_network_reader(tmp_path, pypi_val_fonts):
+    from htr.cells import train
+    from inkbase.errors import ConfigError
+
+    train.run(_cfg(tmp_path, "data.mnist_share=0"))
+    with pytest.raises(ConfigError, match="digits.into.*holds one network"):
+        train.run(_cfg(tmp_path, "data.mnist_share=0", "data.digit_share=1.0", f"out_dir={tmp_path / 'd'}",
+                       f"digits.into={tmp_path / 'run' / 'cells.safetensors'}"))

@@ -131,6 +131,28 @@ def scan_glyph(glyph: np.ndarray, rng: np.random.Generator, lowres_prob: float =
     return g
 
 
+def warp_glyph(glyph: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Another writer's version of an ink mask (for the few thousand MNIST digits above all): enlarged
+    to a 64 px longer side, then a random affine map (rotation up to 15 degrees, shear up to 0.35, width
+    0.75-1.25x) and a smooth elastic displacement of 1-4 % of the size, cropped to the ink."""
+    h, w = glyph.shape
+    f = 64.0 / max(h, w, 1)
+    g = cv2.resize(glyph, (max(2, round(w * f)), max(2, round(h * f))), interpolation=cv2.INTER_CUBIC)
+    pad = 24
+    g = cv2.copyMakeBorder(g, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
+    h, w = g.shape
+    shear, sx = rng.uniform(-0.35, 0.35), rng.uniform(0.75, 1.25)
+    rot = cv2.getRotationMatrix2D((w / 2, h / 2), float(rng.uniform(-15, 15)), 1.0)
+    m = np.vstack([rot, [0, 0, 1]]) @ np.array([[sx, shear, (1 - sx) * w / 2 - shear * h / 2], [0, 1, 0], [0, 0, 1]])
+    g = cv2.warpAffine(g, m[:2], (w, h), flags=cv2.INTER_LINEAR, borderValue=0)
+    sigma = rng.uniform(0.01, 0.04) * 64
+    dx = cv2.resize(rng.normal(0, sigma, (5, 5)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
+    dy = cv2.resize(rng.normal(0, sigma, (5, 5)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
+    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    g = cv2.remap(g, gx + dx, gy + dy, interpolation=cv2.INTER_LINEAR, borderValue=0)
+    return mask_glyph(g)
+
+
 def _strike(hand: np.ndarray, box: tuple[int, int, int, int], rng: np.random.Generator, width: int) -> None:
     """Cross out the glyph in ``box``: one or two diagonals, a horizontal scribble, or a blot."""
     x0, y0, x1, y1 = box
@@ -198,11 +220,12 @@ def to_input(img: np.ndarray) -> np.ndarray:
 def render_set(fonts: list[Font], n: int, rng: np.random.Generator, *, chars: str = CHARS,
                mnist: tuple[np.ndarray, np.ndarray] | None = None, mnist_share: float = 0.5,
                empty_share: float = 0.06, crossed_share: float = 0.06, digit_share: float | None = None,
-               lowres_prob: float = 0.0, thickness_prob: float = 0.0,
+               lowres_prob: float = 0.0, thickness_prob: float = 0.0, warp_prob: float = 0.0,
                progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """``n`` cells as (n, 32, 32) uint8 inputs (ink 255) and class indices into :data:`CLASSES`.
     ``digit_share``: the chance a written cell holds a digit (None: every character of ``chars`` alike);
-    ``lowres_prob`` / ``thickness_prob``: :func:`scan_glyph`'s chances, for font and MNIST glyphs alike."""
+    ``lowres_prob`` / ``thickness_prob``: :func:`scan_glyph`'s chances, for font and MNIST glyphs alike;
+    ``warp_prob``: the chance of :func:`warp_glyph` (0 draws nothing, so the cells stay as without it)."""
     from tqdm import tqdm
 
     if not fonts:
@@ -227,6 +250,8 @@ def render_set(fonts: list[Font], n: int, rng: np.random.Generator, *, chars: st
                 glyph = mask_glyph(mnist[0][rng.choice(np.flatnonzero(mnist[1] == int(ch)))])
             else:
                 glyph = font_glyph(ch, fonts[int(rng.integers(0, len(fonts)))], rng)
+            if warp_prob > 0 and rng.random() < warp_prob:
+                glyph = warp_glyph(glyph, rng)
             glyph = scan_glyph(glyph, rng, lowres_prob, thickness_prob)
         img = compose_cell(glyph, rng, crossed=crossed)
         xs[i] = np.round(to_input(img) * 255).astype(np.uint8)

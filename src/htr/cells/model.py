@@ -4,7 +4,9 @@ The weights file is fp16 safetensors; its metadata carries the class list, the i
 architecture and the calibration (softmax temperatures and the thresholds chosen on the validation
 cells), so one file is the whole reader. It holds one network (both passes read with it) or two
 (tensors prefixed ``pass1.`` and ``pass2.``; metadata ``arch2``/``width2``), one per pass, of different
-architectures and trained on different cells, so that their agreement is evidence.
+architectures and trained on different cells, so that their agreement is evidence. A file may also hold a
+digit specialist (tensors prefixed ``digits.``; metadata ``arch_digits``/``width_digits``), the network that
+takes pass 2 for tables whose alphabet is digits only, with its own calibration (``calibration.digits``).
 """
 
 from __future__ import annotations
@@ -80,20 +82,24 @@ def _arch(model: nn.Module) -> str:
 
 
 def save_reader(path: str | Path, model: nn.Module, calibration: dict[str, Any],
-                model2: nn.Module | None = None) -> Path:
-    """Write ``model`` (and the second pass's ``model2``) as fp16 safetensors with the classes, the
-    architectures and ``calibration`` in the metadata."""
+                model2: nn.Module | None = None, digits: nn.Module | None = None) -> Path:
+    """Write ``model`` (and the second pass's ``model2``, and the digit specialist ``digits``) as fp16
+    safetensors with the classes, the architectures and ``calibration`` in the metadata."""
     from safetensors.torch import save_file
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     nets = {"": model} if model2 is None else {"pass1.": model, "pass2.": model2}
+    if digits is not None:
+        nets["digits."] = digits
     tensors = {p + k: (v.half() if v.is_floating_point() else v).contiguous()
                for p, net in nets.items() for k, v in net.state_dict().items()}
     meta = {"classes": json.dumps(list(CLASSES)), "input_size": str(INPUT_SIZE), "width": str(model.width),
             "arch": _arch(model), "calibration": json.dumps(calibration)}
     if model2 is not None:
         meta.update({"arch2": _arch(model2), "width2": str(model2.width)})
+    if digits is not None:
+        meta.update({"arch_digits": _arch(digits), "width_digits": str(digits.width)})
     tmp = path.with_suffix(".tmp")
     save_file(tensors, str(tmp), metadata=meta)
     tmp.replace(path)
@@ -101,8 +107,8 @@ def save_reader(path: str | Path, model: nn.Module, calibration: dict[str, Any],
 
 
 def load_networks(path: str | Path) -> tuple[list[nn.Module], dict[str, Any]]:
-    """The networks of a weights file (one, or pass 1's and pass 2's; fp32, eval mode) and its metadata
-    (classes, calibration)."""
+    """The networks of a weights file (one, or pass 1's and pass 2's, then the digit specialist if there is
+    one; fp32, eval mode) and its metadata (classes, calibration, ``has_digits``)."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
@@ -118,15 +124,21 @@ def load_networks(path: str | Path) -> tuple[list[nn.Module], dict[str, Any]]:
     specs = [("", meta.get("arch", "cellnet"), meta.get("width", 24))]
     if "arch2" in meta:
         specs = [("pass1.", specs[0][1], specs[0][2]), ("pass2.", meta["arch2"], meta["width2"])]
+    if "arch_digits" in meta:
+        specs.append(("digits.", meta["arch_digits"], meta["width_digits"]))
     nets = []
     for prefix, arch, width in specs:
         if arch not in ARCHS:
             raise InputError(path, "arch", f"unknown network {arch!r}")
         net = make_net(arch, int(width), len(classes))
-        net.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+        # A one-network file has no prefix: its tensors are those of no named network.
+        own = {k[len(prefix):]: v for k, v in tensors.items()
+               if (k.startswith(prefix) if prefix else not k.startswith(("pass1.", "pass2.", "digits.")))}
+        net.load_state_dict(own)
         net.eval()
         nets.append(net)
-    return nets, {"classes": classes, "calibration": json.loads(meta.get("calibration", "{}"))}
+    return nets, {"classes": classes, "calibration": json.loads(meta.get("calibration", "{}")),
+                  "has_digits": "arch_digits" in meta}
 
 
 def load_reader(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:

@@ -18,6 +18,12 @@ a file with one network serves both passes. How the two readings are accepted is
 Other flags: ``empty``, ``crossed``, ``outside_alphabet``, ``unreadable``, ``low_confidence`` (both read the
 same character, not the key, below ``accept_threshold``). The rule, its thresholds and the softmax
 temperatures are chosen on the validation cells (:mod:`htr.cells.train`) and stored in the weights file.
+
+Digit tables (an alphabet of digits only, and every ``student_id`` table) may read differently: when the
+file's calibration has a ``digits`` entry (its own rule, thresholds and temperatures, chosen on digit
+validation cells), pass 1 keeps its network and pass 2 is the file's digit specialist (or pass 2's network
+when the file has none); :meth:`CellReader.rule_for` and the ``alphabet`` argument of
+:meth:`CellReader.pass_probs` pick it.
 """
 
 from __future__ import annotations
@@ -32,6 +38,10 @@ from htr.cells.data import CHARS, CLASSES, CROSSED, EMPTY, to_input
 from inkbase.errors import InputError
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "cells" / "cells.safetensors"
+
+
+def is_digit_alphabet(alphabet: str) -> bool:
+    return bool(alphabet) and all(c.isdigit() for c in alphabet)
 
 
 def allowed_classes(alphabet: str) -> np.ndarray:
@@ -190,7 +200,27 @@ class CellReader:
         if rule not in RULES:
             raise InputError(self.path, "calibration.rule", f"{rule!r} is not one of {', '.join(RULES)}")
         self.rule = AcceptRule(rule, self.verify_threshold, self.accept_threshold)
+        self.model_digits = nets[2] if meta["has_digits"] else None
+        self.digits = cal.get("digits")
+        if self.model_digits is not None and self.digits is None:
+            raise InputError(self.path, "calibration.digits", "missing for the file's digit network")
+        if self.digits is not None:
+            needed = ("temperature", "temperature2", "verify_threshold", "accept_threshold", "rule")
+            missing = [k for k in needed if k not in self.digits]
+            if missing:
+                raise InputError(self.path, f"calibration.digits.{missing[0]}", "missing")
+            if self.digits["rule"] not in RULES:
+                raise InputError(self.path, "calibration.digits.rule", f"{self.digits['rule']!r} is not one of {', '.join(RULES)}")
+            self.digit_rule = AcceptRule(self.digits["rule"], float(self.digits["verify_threshold"]),
+                                         float(self.digits["accept_threshold"]))
         self._torch = torch
+
+    def _digits(self, alphabet: str | None) -> bool:
+        return self.digits is not None and alphabet is not None and is_digit_alphabet(alphabet)
+
+    def rule_for(self, alphabet: str) -> AcceptRule:
+        """The acceptance rule for a table with ``alphabet`` (digit tables may have their own)."""
+        return self.digit_rule if self._digits(alphabet) else self.rule
 
     def _softmax(self, model, temperature: float, x: np.ndarray, batch: int) -> np.ndarray:
         torch = self._torch
@@ -205,22 +235,29 @@ class CellReader:
         """Pass 1's calibrated probabilities over :data:`CLASSES` for (N, 32, 32) inputs in [0, 1]."""
         return self._softmax(self.model, self.temperature, x, batch)
 
-    def pass_probs_from_inputs(self, x: np.ndarray, batch: int = 512) -> tuple[np.ndarray, np.ndarray]:
-        """Calibrated probabilities of pass 1's and pass 2's networks (the same array with one network)."""
+    def pass_probs_from_inputs(self, x: np.ndarray, batch: int = 512,
+                               alphabet: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Calibrated probabilities of pass 1's and pass 2's networks (the same array with one network) for
+        a table with ``alphabet`` (None: the general reading)."""
+        if self._digits(alphabet):
+            second = next(m for m in (self.model_digits, self.model2, self.model) if m is not None)
+            return (self._softmax(self.model, float(self.digits["temperature"]), x, batch),
+                    self._softmax(second, float(self.digits["temperature2"]), x, batch))
         p1 = self.probs_from_inputs(x, batch)
         return p1, p1 if self.model2 is None else self._softmax(self.model2, self.temperature2, x, batch)
 
-    def pass_probs(self, crops: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """Both passes' calibrated probabilities for grey cell crops (the cell box plus :data:`CROP_MARGIN`)."""
+    def pass_probs(self, crops: list[np.ndarray], alphabet: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Both passes' calibrated probabilities for grey cell crops (the cell box plus :data:`CROP_MARGIN`)
+        of a table with ``alphabet``."""
         if not crops:
             empty = np.zeros((0, len(CLASSES)), np.float32)
             return empty, empty
-        return self.pass_probs_from_inputs(np.stack([to_input(c) for c in crops]))
+        return self.pass_probs_from_inputs(np.stack([to_input(c) for c in crops]), alphabet=alphabet)
 
-    def probs(self, crops: list[np.ndarray]) -> np.ndarray:
+    def probs(self, crops: list[np.ndarray], alphabet: str | None = None) -> np.ndarray:
         """Calibrated probabilities for grey cell crops: pass 1's and pass 2's networks averaged."""
-        p1, p2 = self.pass_probs(crops)
+        p1, p2 = self.pass_probs(crops, alphabet)
         return p1 if p2 is p1 else (p1 + p2) / 2
 
     def read(self, probs: np.ndarray, key: str | None, alphabet: str, probs2: np.ndarray | None = None) -> CellRead:
-        return two_pass(probs, key, alphabet, self.rule, probs2)
+        return two_pass(probs, key, alphabet, self.rule_for(alphabet), probs2)

@@ -13,8 +13,18 @@ Steps, each resumable in the run folder:
    ``calibration.target_error``, keys drawn as right with ``calibration.key_right_share``);
 4. with ``pair.with`` (another reader's weights file): pair the two networks, pass 2 (the single-pass
    reading) being the one more accurate on the validation cells, and calibrate the pair the same way;
-5. write ``cells.safetensors`` (fp16, with classes and calibration; two networks when paired) and
+5. with ``digits.into`` (the shipped reader's weights file; the run's cells should be digits only,
+   ``data.digit_share=1``): this network becomes that reader's digit specialist. On this run's validation
+   cells the file's own networks and calibration are measured as they are (``digits.as_shipped``), then
+   recalibrated for digit tables (``digits.recalibrated``), and the file's pass 1 paired with this network
+   as pass 2 is calibrated (``digits.specialist``); ``cells.safetensors`` is the file plus this network and
+   the specialist's digit calibration, ``cells_recalibrated.safetensors`` the file with the recalibration;
+6. write ``cells.safetensors`` (fp16, with classes and calibration; two networks when paired) and
    ``metrics.json`` (this network's figures alone, and the pair's and the other network's when paired).
+
+``data.warp_prob`` (:func:`htr.cells.data.warp_glyph`) changes the training cells only: the validation
+cells are rendered without it and cached without it in their key, so they are the same cells for a run
+with and without it.
 """
 
 from __future__ import annotations
@@ -57,8 +67,14 @@ def _data(name: str, fonts_split: str, n: int, mnist, cfg: DictConfig, seed: int
 
     from omegaconf import OmegaConf
 
-    spec = json.dumps({"name": name, "n": n, "seed": seed, "data": OmegaConf.to_container(cfg.data, resolve=True)},
-                      sort_keys=True)
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    warp = float(data.pop("warp_prob", None) or 0.0)
+    if name != "train":  # validation cells are never warped: the same cells, and key, as earlier runs'
+        warp = 0.0
+    spec = {"name": name, "n": n, "seed": seed, "data": data}
+    if warp:
+        spec["warp_prob"] = warp
+    spec = json.dumps(spec, sort_keys=True)
     path = Path(cfg.data.cache_dir) / f"cells_{name}_{hashlib.sha1(spec.encode()).hexdigest()[:12]}.npz"
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists():
@@ -70,7 +86,7 @@ def _data(name: str, fonts_split: str, n: int, mnist, cfg: DictConfig, seed: int
     d = cfg.data
     x, y = render_set(fonts, n, np.random.default_rng(seed), mnist=mnist, mnist_share=d.mnist_share,
                       empty_share=d.empty_share, crossed_share=d.crossed_share, digit_share=d.digit_share,
-                      lowres_prob=d.lowres_prob, thickness_prob=d.thickness_prob, progress=True)
+                      lowres_prob=d.lowres_prob, thickness_prob=d.thickness_prob, warp_prob=warp, progress=True)
     tmp = path.with_suffix(".tmp.npz")
     np.savez_compressed(tmp, x=x, y=y, fonts=np.asarray([f.name for f in fonts]))
     tmp.replace(path)
@@ -121,8 +137,10 @@ def simulate_keys(y: np.ndarray, rng: np.random.Generator, right_share: float) -
     keys = np.empty_like(y)
     letters = [CLASSES.index(c) for c in CHARS if c.isalpha()]
     digits = [CLASSES.index(c) for c in CHARS if c.isdigit()]
+    # Empty and crossed cells sit in letter tables, unless the cells hold no letter at all (digit cells).
+    blank_pool = letters if any(CLASSES[c].isalpha() for c in y) else digits
     for i, c in enumerate(y):
-        pool = digits if CLASSES[c].isdigit() else letters
+        pool = digits if CLASSES[c].isdigit() else letters if CLASSES[c].isalpha() else blank_pool
         if CLASSES[c] in (EMPTY, CROSSED) or rng.random() >= right_share:
             keys[i] = rng.choice([p for p in pool if p != c])
         else:
@@ -173,6 +191,48 @@ def _accuracy_by_kind(probs: np.ndarray, y: np.ndarray) -> dict[str, float]:
     return out
 
 
+def _pooled_keys(y: np.ndarray, cfg: DictConfig) -> tuple[int, np.ndarray]:
+    # Keys drawn several times and pooled: with a single draw the flagged share at the target moved by up to
+    # 8 points between draws for the same network (experiments/answer_tables/README.md).
+    draws = int(cfg.calibration.get("key_draws", 1))
+    keys = np.concatenate([simulate_keys(y, np.random.default_rng(s + 7), cfg.calibration.key_right_share)
+                           for s in range(draws)])
+    return draws, keys
+
+
+def figures_as_calibrated(logits: np.ndarray, logits2: np.ndarray, y: np.ndarray, cal: dict[str, Any],
+                          cfg: DictConfig) -> dict[str, Any]:
+    """A pair's validation figures under a calibration chosen elsewhere (temperatures, rule, thresholds)."""
+    probs = softmax(logits / float(cal["temperature"]))
+    probs2 = softmax(logits2 / float(cal.get("temperature2", cal["temperature"])))
+    draws, keys = _pooled_keys(y, cfg)
+    rule = AcceptRule(str(cal.get("rule", "verify")), float(cal["verify_threshold"]), float(cal["accept_threshold"]))
+    fig = two_pass_figures(np.tile(probs, (draws, 1)), np.tile(y, draws), keys, rule, np.tile(probs2, (draws, 1)))
+    return {**{k: cal[k] for k in ("rule", "temperature", "temperature2", "verify_threshold", "accept_threshold")
+               if k in cal}, "val_two_pass": fig, "val_accuracy": float((probs2.argmax(1) == y).mean()),
+            "val_accuracy_by_kind": _accuracy_by_kind(probs2, y), "n_val": int(len(y))}
+
+
+def _digit_specialist(model, xva: np.ndarray, yva: np.ndarray, cfg: DictConfig, folder) -> tuple[Path, dict[str, Any]]:
+    """Step 5 of the module docstring: the reader ``digits.into`` with this network as its digit specialist."""
+    path = cfg.digits["into"]
+    nets, meta = load_networks(path)
+    if len(nets) < 2:
+        raise ConfigError("digits.into", f"{path} holds one network; a digit specialist joins a two-network reader")
+    l1, l2 = logits_of(nets[0], xva), logits_of(nets[1], xva)
+    cal = dict(meta["calibration"])
+    cal.pop("digits", None)
+    as_shipped = figures_as_calibrated(l1, l2, yva, cal, cfg)
+    recal = calibrate(l1, yva, cfg, l2)
+    spec = calibrate(l1, yva, cfg, logits_of(model, xva))
+    keep = ("rule", "temperature", "temperature2", "verify_threshold", "accept_threshold")
+    save_reader(folder.file("cells_recalibrated.safetensors"), nets[0], {**cal, "digits": {k: recal[k] for k in keep}},
+                nets[1])
+    weights = save_reader(folder.file("cells.safetensors"), nets[0], {**cal, "digits": {k: spec[k] for k in keep}},
+                          nets[1], model)
+    return weights, {"into": str(path), "as_shipped": as_shipped, "recalibrated": recal, "specialist": spec}
+
+
 def calibrate(logits: np.ndarray, y: np.ndarray, cfg: DictConfig, logits2: np.ndarray | None = None) -> dict[str, Any]:
     """Temperatures and thresholds for one network (``logits2`` None) or a pair (pass 1 ``logits``, pass 2
     ``logits2``): the fewest flagged validation cells with at most ``calibration.target_error`` errors
@@ -183,11 +243,7 @@ def calibrate(logits: np.ndarray, y: np.ndarray, cfg: DictConfig, logits2: np.nd
     if logits2 is not None:
         t2 = fit_temperature(logits2, y)
         probs2 = softmax(logits2 / t2)
-    # Keys drawn several times and pooled: with a single draw the flagged share at the target moved by up to
-    # 8 points between draws for the same network (experiments/answer_tables/README.md).
-    draws = int(cfg.calibration.get("key_draws", 1))
-    keys = np.concatenate([simulate_keys(y, np.random.default_rng(s + 7), cfg.calibration.key_right_share)
-                           for s in range(draws)])
+    draws, keys = _pooled_keys(y, cfg)
     yy, pp = np.tile(y, draws), np.tile(probs, (draws, 1))
     pp2 = None if probs2 is None else np.tile(probs2, (draws, 1))
     rule_name = str(cfg.calibration.get("rule", "verify"))
@@ -270,7 +326,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     logits = logits_of(model, xva)
     cal = calibrate(logits, yva, cfg)
     metrics: dict[str, Any] = {"calibration": cal}
-    if cfg.pair.get("with"):
+    if cfg.get("digits") and cfg.digits.get("into"):
+        weights, metrics["digits"] = _digit_specialist(model, xva, yva, cfg, folder)
+    elif cfg.pair.get("with"):
         other = load_networks(cfg.pair["with"])[0][0]
         other_logits = logits_of(other, xva)
         other_cal = calibrate(other_logits, yva, cfg)

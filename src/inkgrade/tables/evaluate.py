@@ -81,9 +81,9 @@ def eval_cells(reader: CellReader, fonts, alphabet: str, n: int, rng: np.random.
         glyph = None if empty else font_glyph(ch, fonts[int(rng.integers(0, len(fonts)))], rng)
         crops.append(compose_cell(glyph, rng, crossed=crossed))
         truth.append(EMPTY if empty else CROSSED if crossed else ch)
-    probs, probs2 = reader.pass_probs_from_inputs(np.stack([to_input(c) for c in crops]))
+    probs, probs2 = reader.pass_probs_from_inputs(np.stack([to_input(c) for c in crops]), alphabet=alphabet)
     for t, p, p2 in zip(truth, probs, probs2, strict=True):
-        read = two_pass(p, _key_for(t, alphabet, rng, cfg.key_right_share), alphabet, reader.rule, p2)
+        read = two_pass(p, _key_for(t, alphabet, rng, cfg.key_right_share), alphabet, reader.rule_for(alphabet), p2)
         pass2.append(read.pass2)
         accepted.append(read.accepted)
     return figures(truth, pass2, accepted)
@@ -270,6 +270,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     (folder.file("table1.md")).write_text(table1(parts), encoding="utf-8")
     metrics = {**parts, "test_fonts": [f.name for f in fonts], "weights": str(reader.path),
                "calibration": {"rule": reader.rule.name, "temperature": reader.temperature, "verify_threshold": reader.verify_threshold,
-                               "accept_threshold": reader.accept_threshold}}
+                               "accept_threshold": reader.accept_threshold, "digits": reader.digits,
+                               "digit_network": reader.model_digits is not None}}
     folder.finish(metrics)
     return metrics

@@ -87,7 +87,7 @@ class TwoPass:
         p = np.stack([restrict(q, alphabet) for q in tr.probs])
         p2 = np.stack([restrict(q, alphabet) for q in tr.probs2])
         n = len(tr.crops)
-        rule = self.reader.rule
+        rule = self.reader.rule_for(alphabet)
         if self.kinds[0] == "model":
             first = [rule.pass1(p[i], keys[i]) for i in range(n)]
         else:
@@ -101,11 +101,11 @@ class TwoPass:
         return [(first[i], second[i], conf[i]) for i in range(n)]
 
 
-def read_table(gray: np.ndarray, table: Table, reader: CellReader, search: float) -> TableRead:
+def read_table(gray: np.ndarray, table: Table, reader: CellReader, search: float, alphabet: str) -> TableRead:
     fit = find_table(gray, table, search=search)
     image = rectify(gray, fit, table_margin(fit))
     crops = cell_crops(image, fit, len(table.cells))
-    return TableRead(table, fit, image, crops, *reader.pass_probs(crops))
+    return TableRead(table, fit, image, crops, *reader.pass_probs(crops, alphabet))
 
 
 def _selfcheck(path: Path, reads: list[TableRead]) -> None:
@@ -295,7 +295,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 print(f"error: {err}", file=sys.stderr)
                 errors_log.write({"script": script, "source": source, "problem": str(err)})
                 continue
-            page_reads = [read_table(gray, t, reader, cfg.grid.search) for t in tables]
+            page_reads = [read_table(gray, t, reader, cfg.grid.search,
+                                     DIGITS if t.role == "student_id" else layout.alphabet) for t in tables]
             if not any(tr.fit.found for tr in page_reads):
                 msg = f"{source}: no answer table found near the layout boxes ({', '.join(t.id for t in tables)})"
                 print(f"error: {msg}", file=sys.stderr)
@@ -322,7 +323,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 keys = [key.get(tr.table.id, {}).get(c.item_id) for c in tr.table.cells]
             read = passes.read(tr, alphabet, keys, cell_source[tr.table.id])
             for cell, expected, (p1, p2, conf) in zip(tr.table.cells, keys, read, strict=True):
-                flag = flag_cell(p1, p2, alphabet, conf, reader.rule, expected)
+                flag = flag_cell(p1, p2, alphabet, conf, reader.rule_for(alphabet), expected)
                 if is_id and not flag and ident is not None and ident.student_id is None:
                     flag = "unidentified"
                 tr.cells.append({"script": script, "source": cell_source[tr.table.id], "student_id": student_id,
