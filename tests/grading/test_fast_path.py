@@ -4,9 +4,10 @@ encoder pass per answer for both hybrid parts, onnxruntime threads that do not s
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 
-from grading.embed import Embedder
+from grading.embed import Embedder, onnx_model
 from grading.graders import build_grader
 from grading.graders.concepts import locate_words, normalise, polarity, polarity_conflicts
 from grading.rubric import Answer
@@ -101,3 +102,17 @@ def test_onnx_threads_wait_without_spinning(onnx_int8):
 @pytest.fixture(scope="module")
 def onnx_int8():
     return Embedder(variant="onnx-int8", cache=False).load()
+
+
+def test_all_int8_encoder_is_its_own_variant_near_torch(embedder, onnx_int8):
+    every = Embedder(variant="onnx-int8-all", cache=False).load()
+    texts = [TEXTS[0], TEXTS[2], TEXTS[3]]
+    reference = embedder.encode(texts)
+    cos_all = (every.encode(texts) * reference).sum(axis=1)
+    cos_int8 = (onnx_int8.encode(texts) * reference).sum(axis=1)
+    assert cos_all.min() > 0.98 and not np.allclose(cos_all, cos_int8, atol=1e-4)
+    assert every.encoder_id != onnx_int8.encoder_id
+    def integer_products(e: Embedder) -> int:
+        return sum(n.op_type == "MatMulInteger" for n in onnx.load(str(onnx_model(e.model_name, e.variant))).graph.node)
+
+    assert integer_products(every) == 36 and integer_products(onnx_int8) == 30  # 6 weight products per layer
