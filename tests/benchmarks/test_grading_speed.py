@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from omegaconf import OmegaConf
 
 from benchmarks.grading_speed import distinct_answers
+from grading.graders.concepts import span_options
 from grading.rubric import Answer, Rubric
 
 RUBRIC = Rubric.model_validate({"exam_id": "t", "questions": [
@@ -47,3 +49,16 @@ def test_variant_settings_reach_the_kg_alone_and_inside_the_hybrid(tmp_path):
     assert default.kg.span_encoding == "separate" and default.kg.embedder.variant == "onnx-int8"
     today = _grader(cfg, cfg.graders.hybrid, dict(cfg.variants.today), tmp_path / "today")
     assert today.kg.embedder.variant == "torch"
+
+
+def test_fast_variant_is_the_kg_fast_preset(tmp_path):
+    from benchmarks.grading_speed import _grader
+    from inkbase.cli import compose
+
+    cfg = compose("benchmark_grading_speed", [])
+    timed = _grader(cfg, cfg.graders.hybrid, OmegaConf.to_container(cfg.variants.fast), tmp_path / "fast").kg
+    preset = compose("grade", ["grader=kg_fast", "rubric=x", "answers=y"]).grader
+    for key in ("span_encoding", "threshold", "negation_check", "direction_check", "phrase_slope"):
+        assert getattr(timed, key) == preset[key], key
+    assert timed.span_options == span_options(dict(preset.spans))
+    assert (timed.span_encoding, timed.threshold, timed.negation_check) == ("pooled", 0.25, True)

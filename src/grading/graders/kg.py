@@ -200,26 +200,38 @@ class KGGrader(Grader):
     def _pooled_similarities(self, ids: list[str], texts: list[str], span_lists: list,
                              phrases: _Phrases, found: _Best) -> ConceptSimilarities:
         """As :meth:`concept_similarities`, each span's vector being the mean of its words' token vectors
-        from one pass over its answer (a span whose words are not found is left out)."""
+        from one pass over its answer (a span whose words are not found is left out). The spans of all
+        answers are scored in one product with the phrases."""
+        vectors, kept, owner = [], [], []
         for i, ((tokens, offsets), spans) in enumerate(zip(self.embedder.encode_tokens(texts), span_lists,
                                                              strict=True)):
-            rows, kept = [], []
+            if not len(offsets):
+                continue
+            inside, answer_spans = [], []
             for text, tags in spans:
                 words = locate_words(texts[i], text)
-                if not words or not len(offsets):
+                if not words:
                     continue
-                inside = np.zeros(len(offsets), dtype=bool)
-                for start, end in words:
-                    inside |= (offsets[:, 0] < end) & (offsets[:, 1] > start)
-                if inside.any():
-                    vec = tokens[inside].mean(axis=0)
-                    rows.append(vec / max(float(np.linalg.norm(vec)), 1e-12))
-                    kept.append((text, tags))
-            if not rows:
+                w = np.asarray(words)
+                # A token belongs to the span when it overlaps one of its words' characters.
+                hit = ((offsets[None, :, 0] < w[:, 1:2]) & (offsets[None, :, 1] > w[:, 0:1])).any(axis=0)
+                if hit.any():
+                    inside.append(hit)
+                    answer_spans.append((text, tags))
+            if not inside:
                 continue
-            score, cosine = self._span_concept([t for t, _ in kept], np.array([g for _, g in kept], dtype=np.int64),
-                                               phrases, np.stack(rows).astype(np.float32))
-            found.take(i, score, cosine, [t for t, _ in kept])
+            member = np.stack(inside).astype(np.float32)
+            vec = (member @ tokens) / member.sum(axis=1, keepdims=True)
+            vectors.append(vec / np.maximum(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12))
+            kept.extend(answer_spans)
+            owner.extend([i] * len(answer_spans))
+        if not kept:
+            return found.result(ids)
+        score, cosine = self._span_concept([t for t, _ in kept], np.array([g for _, g in kept], dtype=np.int64),
+                                           phrases, np.concatenate(vectors).astype(np.float32))
+        bounds = np.flatnonzero(np.diff(owner)) + 1
+        for rows in np.split(np.arange(len(kept)), bounds):
+            found.take(owner[rows[0]], score[rows], cosine[rows], [kept[r][0] for r in rows])
         return found.result(ids)
 
     def explain(self, question: Question, sims: np.ndarray, best: list[str], graph: nx.DiGraph | None = None,
