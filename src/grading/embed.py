@@ -4,8 +4,8 @@ Encoder variants (``Embedder(variant=...)``, config ``embedder.variant``): ``tor
 sentence-transformers model; ``onnx`` runs the same network exported to ONNX (onnxruntime, float32) and
 ``onnx-int8`` that export with its matrix weights quantised to int8 per output channel
 (``onnxruntime.quantization.quantize_dynamic``), about 2x faster on CPU, the feed-forward output projections
-kept in float; ``onnx-int8-all`` quantises those too (faster again, a little further from torch's vectors). The export is made in-process the
-first time and kept under ``onnx/`` of the user cache dir (``$INKGRADE_CACHE_DIR``, default ``~/.cache/inkgrade``;
+kept in float; ``onnx-int8-all`` quantises those too (faster again, a little further from torch's vectors).
+The export is made in-process the first time and kept under ``onnx/`` of the user cache dir (``$INKGRADE_CACHE_DIR``, default ``~/.cache/inkgrade``;
 :func:`inkbase.runs.user_cache_dir`), its file name keyed
 by the model's files, the variant and :data:`ONNX_EXPORT_VERSION`. Cached vectors are keyed by the variant
 too, so the variants never read each other's embeddings.
