@@ -286,6 +286,11 @@ class Embedder:
         the tokenizer's ``offset_mapping`` and ``special_tokens_mask``."""
         enc = self._tokenize(texts, offsets)
         extra = {k: enc.pop(k) for k in ("offset_mapping", "special_tokens_mask") if k in enc}
+        return self.states_of(enc), enc["attention_mask"].astype(bool), extra
+
+    def states_of(self, enc: dict[str, np.ndarray]) -> np.ndarray:
+        """Last hidden states (b, t, d) of already tokenised inputs (``input_ids``, ``attention_mask`` and, for
+        models that take them, ``token_type_ids``; int64 arrays (b, t))."""
         if self.variant == "torch":
             import torch
 
@@ -295,7 +300,7 @@ class Embedder:
         else:
             wanted = [i.name for i in self.session.get_inputs()]
             hidden = self.session.run(None, {k: enc[k].astype(np.int64) for k in wanted})[0]
-        return hidden, enc["attention_mask"].astype(bool), extra
+        return hidden
 
     def _encode_new(self, texts: list[str]) -> np.ndarray:
         if self.variant == "torch":

@@ -51,14 +51,16 @@ def test_variant_settings_reach_the_kg_alone_and_inside_the_hybrid(tmp_path):
     assert today.kg.embedder.variant == "torch"
 
 
-def test_fast_variant_is_the_kg_fast_preset(tmp_path):
+@pytest.mark.parametrize(("variant", "preset", "expected"), [("fast", "kg_fast", ("pooled", 0.25, True)),
+                                                              ("static", "kg_static", ("static", 0.35, True))])
+def test_benchmark_variants_are_the_presets(tmp_path, variant, preset, expected):
     from benchmarks.grading_speed import _grader
     from inkbase.cli import compose
 
     cfg = compose("benchmark_grading_speed", [])
-    timed = _grader(cfg, cfg.graders.hybrid, OmegaConf.to_container(cfg.variants.fast), tmp_path / "fast").kg
-    preset = compose("grade", ["grader=kg_fast", "rubric=x", "answers=y"]).grader
+    timed = _grader(cfg, cfg.graders.hybrid, OmegaConf.to_container(cfg.variants[variant]), tmp_path / variant).kg
+    preset = compose("grade", [f"grader={preset}", "rubric=x", "answers=y"]).grader
     for key in ("span_encoding", "threshold", "negation_check", "direction_check", "phrase_slope"):
         assert getattr(timed, key) == preset[key], key
     assert timed.span_options == span_options(dict(preset.spans))
-    assert (timed.span_encoding, timed.threshold, timed.negation_check) == ("pooled", 0.25, True)
+    assert (timed.span_encoding, timed.threshold, timed.negation_check) == expected

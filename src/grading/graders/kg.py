@@ -8,7 +8,8 @@ Pairs whose directions oppose ("shifts right" / "shifts left": cosine ~0.9 for M
 (``direction_check``). ``span_encoding``: ``separate`` embeds every span on its own (one transformer pass
 per distinct span, ~34 per answer); ``pooled`` runs one pass per answer and averages the contextual token
 vectors of each span's words (:meth:`grading.embed.Embedder.encode_tokens`), which also yields the answer's
-own embedding for the similarity grader. Lanke et al., Eq. 1: ``S_KG = matched weight / total weight``
+own embedding for the similarity grader; ``static`` embeds spans and phrases with static word-piece vectors
+distilled from the same model (:mod:`grading.static_vectors`: no transformer pass). Lanke et al., Eq. 1: ``S_KG = matched weight / total weight``
 (over ``Question.concepts_for_full_marks`` concepts' weight where a rubric of alternatives sets it). With ``edge_bonus`` > 0
 the score becomes ``(1 - edge_bonus) * S_KG + edge_bonus * (satisfied relations / relations)``, a
 relation being satisfied when both its ends are matched; the default 0 keeps the paper's formula.
@@ -46,7 +47,7 @@ from grading.rubric import Answer, Question
 from grading.scoring import list_share, to_points
 from inkbase.errors import ConfigError, check_range
 
-SPAN_ENCODINGS = ("separate", "pooled")
+SPAN_ENCODINGS = ("separate", "pooled", "static")
 
 
 def rubric_graph(question: Question) -> nx.DiGraph:
@@ -146,6 +147,17 @@ class KGGrader(Grader):
         self.parse = span_parser(self.span_options, **parser_args)
         self.name = name
         self._phrases: dict[tuple, _Phrases] = {}
+        self._static = None
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        """Span and phrase vectors: the sentence model's, or with ``span_encoding: static`` its static ones."""
+        if self.span_encoding != "static":
+            return self.embedder.encode(texts)
+        if self._static is None:
+            from grading.static_vectors import static_vectors
+
+            self._static = static_vectors(self.embedder)
+        return self._static.encode(texts)
 
     def _concept_phrases(self, question: Question) -> _Phrases:
         key = tuple((c.id, tuple(c.phrases)) for c in question.concepts)
@@ -155,7 +167,7 @@ class KGGrader(Grader):
                 starts.append(len(phrases))
                 phrases.extend(dict.fromkeys(normalise(p) for p in c.phrases))
             counts = np.diff([*starts, len(phrases)])
-            self._phrases[key] = _Phrases(phrases, self.embedder.encode(phrases), np.asarray(starts, dtype=int),
+            self._phrases[key] = _Phrases(phrases, self._encode(phrases), np.asarray(starts, dtype=int),
                                           np.array([polarity(p) for p in phrases], dtype=np.int64),
                                           self.phrase_slope * np.log(counts).astype(np.float32))
         return self._phrases[key]
@@ -165,7 +177,7 @@ class KGGrader(Grader):
         """(spans, concepts) score and cosine: each concept's best phrase for every span, a pair being 0
         where the polarity checks rule it out; the score is the cosine less the concept's threshold offset.
         ``vectors``: the spans' own, else they are embedded."""
-        vectors = self.embedder.encode(texts) if vectors is None else vectors
+        vectors = self._encode(texts) if vectors is None else vectors
         sims = vectors @ phrases.vectors.T
         if self.direction_check or self.negation_check:
             sims[polarity_conflicts(tags, phrases.polarity, directions=self.direction_check,
