@@ -21,9 +21,9 @@ temperatures are chosen on the validation cells (:mod:`htr.cells.train`) and sto
 
 Digit tables (an alphabet of digits only, and every ``student_id`` table) may read differently: when the
 file's calibration has a ``digits`` entry (its own rule, thresholds and temperatures, chosen on digit
-validation cells), pass 1 keeps its network and pass 2 is the file's digit specialist (or pass 2's network
-when the file has none); :meth:`CellReader.rule_for` and the ``alphabet`` argument of
-:meth:`CellReader.pass_probs` pick it.
+validation cells), pass 1 is the file's digit pass 1 (or pass 1's network when the file has none) and pass
+2 the file's digit specialist (or pass 2's network when the file has none); :meth:`CellReader.rule_for`
+and the ``alphabet`` argument of :meth:`CellReader.pass_probs` pick it.
 """
 
 from __future__ import annotations
@@ -201,8 +201,9 @@ class CellReader:
             raise InputError(self.path, "calibration.rule", f"{rule!r} is not one of {', '.join(RULES)}")
         self.rule = AcceptRule(rule, self.verify_threshold, self.accept_threshold)
         self.model_digits = nets[2] if meta["has_digits"] else None
+        self.model_digits1 = nets[-1] if meta.get("has_digits_pass1") else None
         self.digits = cal.get("digits")
-        if self.model_digits is not None and self.digits is None:
+        if (self.model_digits is not None or self.model_digits1 is not None) and self.digits is None:
             raise InputError(self.path, "calibration.digits", "missing for the file's digit network")
         if self.digits is not None:
             needed = ("temperature", "temperature2", "verify_threshold", "accept_threshold", "rule")
@@ -240,8 +241,9 @@ class CellReader:
         """Calibrated probabilities of pass 1's and pass 2's networks (the same array with one network) for
         a table with ``alphabet`` (None: the general reading)."""
         if self._digits(alphabet):
+            first = self.model if self.model_digits1 is None else self.model_digits1
             second = next(m for m in (self.model_digits, self.model2, self.model) if m is not None)
-            return (self._softmax(self.model, float(self.digits["temperature"]), x, batch),
+            return (self._softmax(first, float(self.digits["temperature"]), x, batch),
                     self._softmax(second, float(self.digits["temperature2"]), x, batch))
         p1 = self.probs_from_inputs(x, batch)
         return p1, p1 if self.model2 is None else self._softmax(self.model2, self.temperature2, x, batch)

@@ -19,6 +19,11 @@ Steps, each resumable in the run folder:
    recalibrated for digit tables (``digits.recalibrated``), and the file's pass 1 paired with this network
    as pass 2 is calibrated (``digits.specialist``); ``cells.safetensors`` is the file plus this network and
    the specialist's digit calibration, ``cells_recalibrated.safetensors`` the file with the recalibration;
+   with ``digits.role=pass1`` (``digits.into`` then holds a specialist) this network becomes the file's
+   digit pass 1 instead: the file's digit path is measured as calibrated (``digits.as_shipped``) and
+   recalibrated (``digits.recalibrated``), then this network as pass 1 with the file's specialist as
+   pass 2 is calibrated (``digits.pass1``), and ``cells.safetensors`` is the file plus this network and
+   that digit calibration;
 6. write ``cells.safetensors`` (fp16, with classes and calibration; two networks when paired) and
    ``metrics.json`` (this network's figures alone, and the pair's and the other network's when paired).
 
@@ -233,6 +238,25 @@ def _digit_specialist(model, xva: np.ndarray, yva: np.ndarray, cfg: DictConfig, 
     return weights, {"into": str(path), "as_shipped": as_shipped, "recalibrated": recal, "specialist": spec}
 
 
+def _digit_pass1(model, xva: np.ndarray, yva: np.ndarray, cfg: DictConfig, folder) -> tuple[Path, dict[str, Any]]:
+    """Step 5 with ``digits.role=pass1``: the reader ``digits.into`` with this network as its digit pass 1."""
+    path = cfg.digits["into"]
+    nets, meta = load_networks(path)
+    if not meta["has_digits"]:
+        raise ConfigError("digits.into", f"{path} holds no digit specialist; a digit pass 1 joins one")
+    specialist = nets[2]
+    l1, l2 = logits_of(nets[-1] if meta["has_digits_pass1"] else nets[0], xva), logits_of(specialist, xva)
+    cal = dict(meta["calibration"])
+    as_shipped = figures_as_calibrated(l1, l2, yva, cal["digits"], cfg)
+    recal = calibrate(l1, yva, cfg, l2)
+    new = calibrate(logits_of(model, xva), yva, cfg, l2)
+    keep = ("rule", "temperature", "temperature2", "verify_threshold", "accept_threshold")
+    weights = save_reader(folder.file("cells.safetensors"), nets[0], {**cal, "digits": {k: new[k] for k in keep}},
+                          nets[1], specialist, model)
+    return weights, {"into": str(path), "role": "pass1", "as_shipped": as_shipped, "recalibrated": recal,
+                     "pass1": new}
+
+
 def calibrate(logits: np.ndarray, y: np.ndarray, cfg: DictConfig, logits2: np.ndarray | None = None) -> dict[str, Any]:
     """Temperatures and thresholds for one network (``logits2`` None) or a pair (pass 1 ``logits``, pass 2
     ``logits2``): the fewest flagged validation cells with at most ``calibration.target_error`` errors
@@ -327,7 +351,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     cal = calibrate(logits, yva, cfg)
     metrics: dict[str, Any] = {"calibration": cal}
     if cfg.get("digits") and cfg.digits.get("into"):
-        weights, metrics["digits"] = _digit_specialist(model, xva, yva, cfg, folder)
+        role = str(cfg.digits.get("role", "specialist"))
+        if role not in ("specialist", "pass1"):
+            raise ConfigError("digits.role", f"{role!r} is not one of specialist, pass1")
+        join = _digit_pass1 if role == "pass1" else _digit_specialist
+        weights, metrics["digits"] = join(model, xva, yva, cfg, folder)
     elif cfg.pair.get("with"):
         other = load_networks(cfg.pair["with"])[0][0]
         other_logits = logits_of(other, xva)
