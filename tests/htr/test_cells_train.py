@@ -271,6 +271,24 @@ def test_digit_pass1_joins_a_reader_with_a_specialist(tmp_path, pypi_val_fonts):
     for a, b in zip(reader.pass_probs_from_inputs(x, alphabet="ABC"), before.pass_probs_from_inputs(x, alphabet="ABC"),
                     strict=True):
         assert np.allclose(a, b, atol=1e-6)
+    with pytest.raises(ConfigError, match="already holds a digit pass 1"):
+        train.run(_cfg(tmp_path, *digit, f"out_dir={tmp_path / 'again'}", "trainer.epochs=0",
+                       f"trainer.init_weights={tmp_path / 'run' / 'cells.safetensors'}",
+                       f"digits.into={tmp_path / 'p1' / 'cells.safetensors'}", "digits.role=pass1"))
+
+    # pass1_mix=mean: pass 1 of digit tables averages the general pass 1 and the digit pass 1.
+    mean = train.run(_cfg(tmp_path, *digit, f"out_dir={tmp_path / 'mean'}", "model.arch=gapnet", "seed=3",
+                          "data.warp_prob=0.7", f"digits.into={spec_file}", "digits.role=pass1",
+                          "digits.pass1_mix=mean"))["digits"]["pass1"]
+    assert mean["pass1_mix"] == "mean" and mean["temperature"] == d["recalibrated"]["temperature"]
+    mixed = CellReader(tmp_path / "mean" / "cells.safetensors")
+    assert mixed.digits["temperature_digits_pass1"] == mean["temperature_digits_pass1"]
+    m1, m2 = mixed.pass_probs_from_inputs(x, alphabet="0123456789")
+    mean_nets = load_networks(tmp_path / "mean" / "cells.safetensors")[0]
+    with torch.no_grad():
+        general, own = (mean_nets[i](torch.from_numpy(x)[:, None]).numpy() for i in (0, 3))
+    expected = (train.softmax(general / mean["temperature"]) + train.softmax(own / mean["temperature_digits_pass1"])) / 2
+    assert np.allclose(m1, expected, atol=1e-5) and np.allclose(m2, train.softmax(logits2 / mean["temperature2"]), atol=1e-5)
 
 
 def test_a_digit_pass1_needs_a_specialist_in_the_file(tmp_path):
@@ -278,3 +296,18 @@ def test_a_digit_pass1_needs_a_specialist_in_the_file(tmp_path):
 
     with pytest.raises(ValueError, match="digit specialist"):
         save_reader(tmp_path / "x.safetensors", CellGapNet(width=4), {}, CellNet(width=4), None, CellGapNet(width=4))
+
+
+def test_a_mean_pass1_mix_needs_its_temperature(tmp_path):
+    from htr.cells.model import CellGapNet, CellNet, save_reader
+    from htr.cells.reader import CellReader
+    from inkbase.errors import InputError
+
+    cal = {"rule": "product", "temperature": 1.0, "temperature2": 1.0, "verify_threshold": 0.6, "accept_threshold": 0.98}
+    nets = (CellGapNet(width=4), CellNet(width=4), CellNet(width=4), CellGapNet(width=4))
+    path = save_reader(tmp_path / "x.safetensors", nets[0], {**cal, "digits": {**cal, "pass1_mix": "mean"}}, *nets[1:])
+    with pytest.raises(InputError, match="pass1_mix"):
+        CellReader(path)
+    path = save_reader(tmp_path / "y.safetensors", nets[0], {**cal, "digits": {**cal, "pass1_mix": "max"}}, *nets[1:])
+    with pytest.raises(InputError, match="'max' is not one of"):
+        CellReader(path)
