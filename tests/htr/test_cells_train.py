@@ -224,3 +224,90 @@ def test_digit_specialist_needs_a_two_network_reader(tmp_path, pypi_val_fonts):
     with pytest.raises(ConfigError, match="digits.into.*holds one network"):
         train.run(_cfg(tmp_path, "data.mnist_share=0", "data.digit_share=1.0", f"out_dir={tmp_path / 'd'}",
                        f"digits.into={tmp_path / 'run' / 'cells.safetensors'}"))
+
+
+def test_digit_pass1_joins_a_reader_with_a_specialist(tmp_path, pypi_val_fonts):
+    import torch
+
+    from htr.cells import train
+    from htr.cells.model import CellGapNet, load_networks
+    from htr.cells.reader import AcceptRule, CellReader
+    from inkbase.errors import ConfigError
+
+    train.run(_cfg(tmp_path, "data.mnist_share=0"))
+    train.run(_cfg(tmp_path, "data.mnist_share=0", f"out_dir={tmp_path / 'pair'}", "model.arch=gapnet", "seed=2",
+                   f"pair.with={tmp_path / 'run' / 'cells.safetensors'}"))
+    pair = tmp_path / "pair" / "cells.safetensors"
+    digit = ("data.mnist_share=0", "data.digit_share=1.0")
+    with pytest.raises(ConfigError, match="digits.into.*no digit specialist"):
+        train.run(_cfg(tmp_path, *digit, f"out_dir={tmp_path / 'bad'}", f"digits.into={pair}", "digits.role=pass1"))
+    train.run(_cfg(tmp_path, *digit, f"out_dir={tmp_path / 'spec'}", f"digits.into={pair}"))
+    spec_file = tmp_path / "spec" / "cells.safetensors"
+    metrics = train.run(_cfg(tmp_path, *digit, f"out_dir={tmp_path / 'p1'}", "model.arch=gapnet", "seed=3",
+                             "data.warp_prob=0.7", f"digits.into={spec_file}", "digits.role=pass1"))
+    nets, meta = load_networks(tmp_path / "p1" / "cells.safetensors")
+    spec_nets, spec_meta = load_networks(spec_file)
+    assert len(nets) == 4 and meta["has_digits_pass1"] and not spec_meta["has_digits_pass1"]
+    assert isinstance(nets[3], CellGapNet)
+    d = metrics["digits"]
+    # The file's digit path as shipped keeps its calibration; recalibrating it by the same procedure on the
+    # same cells gives the same thresholds.
+    shipped = spec_meta["calibration"]["digits"]
+    assert d["as_shipped"]["verify_threshold"] == shipped["verify_threshold"]
+    assert d["recalibrated"]["accept_threshold"] == shipped["accept_threshold"]
+    assert {k: v for k, v in meta["calibration"].items() if k != "digits"} == \
+        {k: v for k, v in spec_meta["calibration"].items() if k != "digits"}
+    reader, before = CellReader(tmp_path / "p1" / "cells.safetensors"), CellReader(spec_file)
+    new = d["pass1"]
+    assert reader.rule_for("0123456789") == AcceptRule(new["rule"], new["verify_threshold"], new["accept_threshold"])
+    x = np.random.default_rng(0).random((4, 32, 32)).astype(np.float32)
+    p1, p2 = reader.pass_probs_from_inputs(x, alphabet="0123456789")
+    with torch.no_grad():
+        logits1 = nets[3](torch.from_numpy(x)[:, None]).numpy()
+        logits2 = spec_nets[2](torch.from_numpy(x)[:, None]).numpy()
+    assert np.allclose(p1, train.softmax(logits1 / new["temperature"]), atol=1e-5)
+    assert np.allclose(p2, train.softmax(logits2 / new["temperature2"]), atol=1e-5)
+    # Letter tables read exactly as before.
+    for a, b in zip(reader.pass_probs_from_inputs(x, alphabet="ABC"), before.pass_probs_from_inputs(x, alphabet="ABC"),
+                    strict=True):
+        assert np.allclose(a, b, atol=1e-6)
+    with pytest.raises(ConfigError, match="already holds a digit pass 1"):
+        train.run(_cfg(tmp_path, *digit, f"out_dir={tmp_path / 'again'}", "trainer.epochs=0",
+                       f"trainer.init_weights={tmp_path / 'run' / 'cells.safetensors'}",
+                       f"digits.into={tmp_path / 'p1' / 'cells.safetensors'}", "digits.role=pass1"))
+
+    # pass1_mix=mean: pass 1 of digit tables averages the general pass 1 and the digit pass 1.
+    mean = train.run(_cfg(tmp_path, *digit, f"out_dir={tmp_path / 'mean'}", "model.arch=gapnet", "seed=3",
+                          "data.warp_prob=0.7", f"digits.into={spec_file}", "digits.role=pass1",
+                          "digits.pass1_mix=mean"))["digits"]["pass1"]
+    assert mean["pass1_mix"] == "mean" and mean["temperature"] == d["recalibrated"]["temperature"]
+    mixed = CellReader(tmp_path / "mean" / "cells.safetensors")
+    assert mixed.digits["temperature_digits_pass1"] == mean["temperature_digits_pass1"]
+    m1, m2 = mixed.pass_probs_from_inputs(x, alphabet="0123456789")
+    mean_nets = load_networks(tmp_path / "mean" / "cells.safetensors")[0]
+    with torch.no_grad():
+        general, own = (mean_nets[i](torch.from_numpy(x)[:, None]).numpy() for i in (0, 3))
+    expected = (train.softmax(general / mean["temperature"]) + train.softmax(own / mean["temperature_digits_pass1"])) / 2
+    assert np.allclose(m1, expected, atol=1e-5) and np.allclose(m2, train.softmax(logits2 / mean["temperature2"]), atol=1e-5)
+
+
+def test_a_digit_pass1_needs_a_specialist_in_the_file(tmp_path):
+    from htr.cells.model import CellGapNet, CellNet, save_reader
+
+    with pytest.raises(ValueError, match="digit specialist"):
+        save_reader(tmp_path / "x.safetensors", CellGapNet(width=4), {}, CellNet(width=4), None, CellGapNet(width=4))
+
+
+def test_a_mean_pass1_mix_needs_its_temperature(tmp_path):
+    from htr.cells.model import CellGapNet, CellNet, save_reader
+    from htr.cells.reader import CellReader
+    from inkbase.errors import InputError
+
+    cal = {"rule": "product", "temperature": 1.0, "temperature2": 1.0, "verify_threshold": 0.6, "accept_threshold": 0.98}
+    nets = (CellGapNet(width=4), CellNet(width=4), CellNet(width=4), CellGapNet(width=4))
+    path = save_reader(tmp_path / "x.safetensors", nets[0], {**cal, "digits": {**cal, "pass1_mix": "mean"}}, *nets[1:])
+    with pytest.raises(InputError, match="pass1_mix"):
+        CellReader(path)
+    path = save_reader(tmp_path / "y.safetensors", nets[0], {**cal, "digits": {**cal, "pass1_mix": "max"}}, *nets[1:])
+    with pytest.raises(InputError, match="'max' is not one of"):
+        CellReader(path)

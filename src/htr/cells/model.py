@@ -6,7 +6,8 @@ cells), so one file is the whole reader. It holds one network (both passes read 
 (tensors prefixed ``pass1.`` and ``pass2.``; metadata ``arch2``/``width2``), one per pass, of different
 architectures and trained on different cells, so that their agreement is evidence. A file may also hold a
 digit specialist (tensors prefixed ``digits.``; metadata ``arch_digits``/``width_digits``), the network that
-takes pass 2 for tables whose alphabet is digits only, with its own calibration (``calibration.digits``).
+takes pass 2 for tables whose alphabet is digits only, with its own calibration (``calibration.digits``), and a digit pass 1 (tensors prefixed ``digits_pass1.``;
+metadata ``arch_digits_pass1``/``width_digits_pass1``), the network that then takes pass 1 for those tables.
 """
 
 from __future__ import annotations
@@ -82,16 +83,22 @@ def _arch(model: nn.Module) -> str:
 
 
 def save_reader(path: str | Path, model: nn.Module, calibration: dict[str, Any],
-                model2: nn.Module | None = None, digits: nn.Module | None = None) -> Path:
-    """Write ``model`` (and the second pass's ``model2``, and the digit specialist ``digits``) as fp16
-    safetensors with the classes, the architectures and ``calibration`` in the metadata."""
+                model2: nn.Module | None = None, digits: nn.Module | None = None,
+                digits_pass1: nn.Module | None = None) -> Path:
+    """Write ``model`` (and the second pass's ``model2``, the digit specialist ``digits`` and the digit
+    tables' pass-1 network ``digits_pass1``) as fp16 safetensors with the classes, the architectures and
+    ``calibration`` in the metadata."""
     from safetensors.torch import save_file
 
+    if digits_pass1 is not None and (model2 is None or digits is None):
+        raise ValueError("a digit pass 1 joins a two-network reader with a digit specialist")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     nets = {"": model} if model2 is None else {"pass1.": model, "pass2.": model2}
     if digits is not None:
         nets["digits."] = digits
+    if digits_pass1 is not None:
+        nets["digits_pass1."] = digits_pass1
     tensors = {p + k: (v.half() if v.is_floating_point() else v).contiguous()
                for p, net in nets.items() for k, v in net.state_dict().items()}
     meta = {"classes": json.dumps(list(CLASSES)), "input_size": str(INPUT_SIZE), "width": str(model.width),
@@ -100,6 +107,8 @@ def save_reader(path: str | Path, model: nn.Module, calibration: dict[str, Any],
         meta.update({"arch2": _arch(model2), "width2": str(model2.width)})
     if digits is not None:
         meta.update({"arch_digits": _arch(digits), "width_digits": str(digits.width)})
+    if digits_pass1 is not None:
+        meta.update({"arch_digits_pass1": _arch(digits_pass1), "width_digits_pass1": str(digits_pass1.width)})
     tmp = path.with_suffix(".tmp")
     save_file(tensors, str(tmp), metadata=meta)
     tmp.replace(path)
@@ -107,8 +116,9 @@ def save_reader(path: str | Path, model: nn.Module, calibration: dict[str, Any],
 
 
 def load_networks(path: str | Path) -> tuple[list[nn.Module], dict[str, Any]]:
-    """The networks of a weights file (one, or pass 1's and pass 2's, then the digit specialist if there is
-    one; fp32, eval mode) and its metadata (classes, calibration, ``has_digits``)."""
+    """The networks of a weights file (one, or pass 1's and pass 2's, then the digit specialist and the digit
+    pass 1 where there are; fp32, eval mode) and its metadata (classes, calibration, ``has_digits``,
+    ``has_digits_pass1``)."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
@@ -126,6 +136,8 @@ def load_networks(path: str | Path) -> tuple[list[nn.Module], dict[str, Any]]:
         specs = [("pass1.", specs[0][1], specs[0][2]), ("pass2.", meta["arch2"], meta["width2"])]
     if "arch_digits" in meta:
         specs.append(("digits.", meta["arch_digits"], meta["width_digits"]))
+    if "arch_digits_pass1" in meta:
+        specs.append(("digits_pass1.", meta["arch_digits_pass1"], meta["width_digits_pass1"]))
     nets = []
     for prefix, arch, width in specs:
         if arch not in ARCHS:
@@ -133,12 +145,12 @@ def load_networks(path: str | Path) -> tuple[list[nn.Module], dict[str, Any]]:
         net = make_net(arch, int(width), len(classes))
         # A one-network file has no prefix: its tensors are those of no named network.
         own = {k[len(prefix):]: v for k, v in tensors.items()
-               if (k.startswith(prefix) if prefix else not k.startswith(("pass1.", "pass2.", "digits.")))}
+               if (k.startswith(prefix) if prefix else not k.startswith(("pass1.", "pass2.", "digits.", "digits_pass1.")))}
         net.load_state_dict(own)
         net.eval()
         nets.append(net)
     return nets, {"classes": classes, "calibration": json.loads(meta.get("calibration", "{}")),
-                  "has_digits": "arch_digits" in meta}
+                  "has_digits": "arch_digits" in meta, "has_digits_pass1": "arch_digits_pass1" in meta}
 
 
 def load_reader(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:

@@ -21,9 +21,11 @@ temperatures are chosen on the validation cells (:mod:`htr.cells.train`) and sto
 
 Digit tables (an alphabet of digits only, and every ``student_id`` table) may read differently: when the
 file's calibration has a ``digits`` entry (its own rule, thresholds and temperatures, chosen on digit
-validation cells), pass 1 keeps its network and pass 2 is the file's digit specialist (or pass 2's network
-when the file has none); :meth:`CellReader.rule_for` and the ``alphabet`` argument of
-:meth:`CellReader.pass_probs` pick it.
+validation cells), pass 1 is the file's digit pass 1 (or pass 1's network when the file has none) and pass
+2 the file's digit specialist (or pass 2's network when the file has none). With ``calibration.digits.pass1_mix:
+mean`` pass 1 reads the mean of the pass-1 network's and the digit pass 1's calibrated probabilities
+(temperatures ``temperature`` and ``temperature_digits_pass1``). :meth:`CellReader.rule_for`
+and the ``alphabet`` argument of :meth:`CellReader.pass_probs` pick it.
 """
 
 from __future__ import annotations
@@ -83,6 +85,7 @@ def pass_with_key(p: np.ndarray, key: str | None, verify_threshold: float) -> st
 
 
 RULES = ("verify", "product")
+PASS1_MIXES = ("none", "mean")  # how a digit pass 1 joins pass 1 of digit tables: alone, or averaged with pass 1's network
 
 
 @dataclass(frozen=True)
@@ -201,8 +204,9 @@ class CellReader:
             raise InputError(self.path, "calibration.rule", f"{rule!r} is not one of {', '.join(RULES)}")
         self.rule = AcceptRule(rule, self.verify_threshold, self.accept_threshold)
         self.model_digits = nets[2] if meta["has_digits"] else None
+        self.model_digits1 = nets[-1] if meta.get("has_digits_pass1") else None
         self.digits = cal.get("digits")
-        if self.model_digits is not None and self.digits is None:
+        if (self.model_digits is not None or self.model_digits1 is not None) and self.digits is None:
             raise InputError(self.path, "calibration.digits", "missing for the file's digit network")
         if self.digits is not None:
             needed = ("temperature", "temperature2", "verify_threshold", "accept_threshold", "rule")
@@ -211,6 +215,12 @@ class CellReader:
                 raise InputError(self.path, f"calibration.digits.{missing[0]}", "missing")
             if self.digits["rule"] not in RULES:
                 raise InputError(self.path, "calibration.digits.rule", f"{self.digits['rule']!r} is not one of {', '.join(RULES)}")
+            self.pass1_mix = self.digits.get("pass1_mix", "none")
+            if self.pass1_mix not in PASS1_MIXES:
+                raise InputError(self.path, "calibration.digits.pass1_mix",
+                                 f"{self.pass1_mix!r} is not one of {', '.join(PASS1_MIXES)}")
+            if self.pass1_mix == "mean" and (self.model_digits1 is None or "temperature_digits_pass1" not in self.digits):
+                raise InputError(self.path, "calibration.digits.pass1_mix", "mean needs a digit pass 1 and its temperature")
             self.digit_rule = AcceptRule(self.digits["rule"], float(self.digits["verify_threshold"]),
                                          float(self.digits["accept_threshold"]))
         self._torch = torch
@@ -240,9 +250,12 @@ class CellReader:
         """Calibrated probabilities of pass 1's and pass 2's networks (the same array with one network) for
         a table with ``alphabet`` (None: the general reading)."""
         if self._digits(alphabet):
+            first = self.model if self.model_digits1 is None or self.pass1_mix == "mean" else self.model_digits1
             second = next(m for m in (self.model_digits, self.model2, self.model) if m is not None)
-            return (self._softmax(self.model, float(self.digits["temperature"]), x, batch),
-                    self._softmax(second, float(self.digits["temperature2"]), x, batch))
+            p1 = self._softmax(first, float(self.digits["temperature"]), x, batch)
+            if self.pass1_mix == "mean":
+                p1 = (p1 + self._softmax(self.model_digits1, float(self.digits["temperature_digits_pass1"]), x, batch)) / 2
+            return p1, self._softmax(second, float(self.digits["temperature2"]), x, batch)
         p1 = self.probs_from_inputs(x, batch)
         return p1, p1 if self.model2 is None else self._softmax(self.model2, self.temperature2, x, batch)
 

@@ -19,6 +19,12 @@ Steps, each resumable in the run folder:
    recalibrated for digit tables (``digits.recalibrated``), and the file's pass 1 paired with this network
    as pass 2 is calibrated (``digits.specialist``); ``cells.safetensors`` is the file plus this network and
    the specialist's digit calibration, ``cells_recalibrated.safetensors`` the file with the recalibration;
+   with ``digits.role=pass1`` (``digits.into`` then holds a specialist) this network becomes the file's
+   digit pass 1 instead: the file's digit path is measured as calibrated (``digits.as_shipped``) and
+   recalibrated (``digits.recalibrated``), then this network as pass 1 with the file's specialist as
+   pass 2 is calibrated (``digits.pass1``), and ``cells.safetensors`` is the file plus this network and
+   that digit calibration; ``digits.pass1_mix=mean`` makes pass 1 of digit tables the mean of the file's
+   pass-1 network's and this network's calibrated probabilities (each with its own temperature);
 6. write ``cells.safetensors`` (fp16, with classes and calibration; two networks when paired) and
    ``metrics.json`` (this network's figures alone, and the pair's and the other network's when paired).
 
@@ -47,7 +53,7 @@ from htr.cells.data import (
     require_families,
 )
 from htr.cells.model import load_networks, load_reader, make_net, save_reader
-from htr.cells.reader import RULES, AcceptRule, allowed_classes, decide_many
+from htr.cells.reader import PASS1_MIXES, RULES, AcceptRule, allowed_classes, decide_many
 from inkbase.errors import ConfigError
 from inkbase.jsonio import JsonlAppender, read_jsonl
 from inkbase.runs import start_run
@@ -233,12 +239,44 @@ def _digit_specialist(model, xva: np.ndarray, yva: np.ndarray, cfg: DictConfig, 
     return weights, {"into": str(path), "as_shipped": as_shipped, "recalibrated": recal, "specialist": spec}
 
 
-def calibrate(logits: np.ndarray, y: np.ndarray, cfg: DictConfig, logits2: np.ndarray | None = None) -> dict[str, Any]:
+def _digit_pass1(model, xva: np.ndarray, yva: np.ndarray, cfg: DictConfig, folder) -> tuple[Path, dict[str, Any]]:
+    """Step 5 with ``digits.role=pass1``: the reader ``digits.into`` with this network as its digit pass 1."""
+    path = cfg.digits["into"]
+    nets, meta = load_networks(path)
+    if not meta["has_digits"]:
+        raise ConfigError("digits.into", f"{path} holds no digit specialist; a digit pass 1 joins one")
+    if meta["has_digits_pass1"]:
+        raise ConfigError("digits.into", f"{path} already holds a digit pass 1")
+    mix = str(cfg.digits.get("pass1_mix", "none"))
+    if mix not in PASS1_MIXES:
+        raise ConfigError("digits.pass1_mix", f"{mix!r} is not one of {', '.join(PASS1_MIXES)}")
+    specialist = nets[2]
+    l1, l2 = logits_of(nets[0], xva), logits_of(specialist, xva)
+    cal = dict(meta["calibration"])
+    as_shipped = figures_as_calibrated(l1, l2, yva, cal["digits"], cfg)
+    recal = calibrate(l1, yva, cfg, l2)
+    own = logits_of(model, xva)
+    new = calibrate(l1, yva, cfg, l2, logits1b=own) if mix == "mean" else calibrate(own, yva, cfg, l2)
+    keep = ("rule", "temperature", "temperature2", "verify_threshold", "accept_threshold", "pass1_mix",
+            "temperature_digits_pass1")
+    weights = save_reader(folder.file("cells.safetensors"), nets[0],
+                          {**cal, "digits": {k: new[k] for k in keep if k in new}}, nets[1], specialist, model)
+    return weights, {"into": str(path), "role": "pass1", "as_shipped": as_shipped, "recalibrated": recal,
+                     "pass1": new}
+
+
+def calibrate(logits: np.ndarray, y: np.ndarray, cfg: DictConfig, logits2: np.ndarray | None = None,
+              logits1b: np.ndarray | None = None) -> dict[str, Any]:
     """Temperatures and thresholds for one network (``logits2`` None) or a pair (pass 1 ``logits``, pass 2
     ``logits2``): the fewest flagged validation cells with at most ``calibration.target_error`` errors
-    among the accepted ones."""
+    among the accepted ones. ``logits1b``: a second pass-1 network (digit tables), pass 1 then reads the
+    mean of both networks' calibrated probabilities."""
     t = fit_temperature(logits, y)
     probs = softmax(logits / t)
+    t1b = None
+    if logits1b is not None:
+        t1b = fit_temperature(logits1b, y)
+        probs = (probs + softmax(logits1b / t1b)) / 2
     t2 = probs2 = None
     if logits2 is not None:
         t2 = fit_temperature(logits2, y)
@@ -266,6 +304,8 @@ def calibrate(logits: np.ndarray, y: np.ndarray, cfg: DictConfig, logits2: np.nd
            "n_val": int(len(y))}
     if t2 is not None:
         out["temperature2"] = t2
+    if t1b is not None:
+        out.update({"pass1_mix": "mean", "temperature_digits_pass1": t1b})
     return out
 
 
@@ -327,7 +367,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     cal = calibrate(logits, yva, cfg)
     metrics: dict[str, Any] = {"calibration": cal}
     if cfg.get("digits") and cfg.digits.get("into"):
-        weights, metrics["digits"] = _digit_specialist(model, xva, yva, cfg, folder)
+        role = str(cfg.digits.get("role", "specialist"))
+        if role not in ("specialist", "pass1"):
+            raise ConfigError("digits.role", f"{role!r} is not one of specialist, pass1")
+        join = _digit_pass1 if role == "pass1" else _digit_specialist
+        weights, metrics["digits"] = join(model, xva, yva, cfg, folder)
     elif cfg.pair.get("with"):
         other = load_networks(cfg.pair["with"])[0][0]
         other_logits = logits_of(other, xva)

@@ -271,6 +271,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     metrics = {**parts, "test_fonts": [f.name for f in fonts], "weights": str(reader.path),
                "calibration": {"rule": reader.rule.name, "temperature": reader.temperature, "verify_threshold": reader.verify_threshold,
                                "accept_threshold": reader.accept_threshold, "digits": reader.digits,
-                               "digit_network": reader.model_digits is not None}}
+                               "digit_network": reader.model_digits is not None,
+                               "digit_pass1_network": reader.model_digits1 is not None}}
     folder.finish(metrics)
     return metrics
