@@ -4,8 +4,9 @@ Every pass grades new answers with the embedding model loaded and the caches emp
 a fresh :class:`Embedder`), after a warm-up that loads the models and embeds the questions' concept phrases
 and reference answers. ``graders`` (``kg``, ``hybrid``) are timed separately; ``variants`` maps a name to
 settings merged over the defaults (``embedder``: the encoder, e.g. ``variant: onnx-int8``; ``kg``: the KG
-grader, alone or inside the hybrid, e.g. ``span_encoding: pooled``; ``answers``: grade only the first that
-many, for a slow variant). All passes run in alternating rounds on interleaved blocks of the answers, so a
+grader, alone or inside the hybrid, e.g. ``span_encoding: pooled``; ``other``: the hybrid's partner, e.g.
+``model_path: semantic_semeval_static.json``; ``answers``: grade only the first that many, for a slow
+variant). All passes run in alternating rounds on interleaved blocks of the answers, so a
 change in the machine's load hits every variant alike. Also timed:
 - ``naive`` (``n_naive`` > 0): per answer, a full spaCy parse and one un-batched, un-cached encode call for
   the KG spans and one for the whole answer (default settings);
@@ -130,8 +131,9 @@ def _grader(cfg: DictConfig, grader_cfg: DictConfig, variant: dict, cache: Path)
                         max_seq_length=e.max_seq_length)
     kg_settings = OmegaConf.merge(variant.get("kg") or {}, {"cache_dir": str(cache)})
     grader_cfg = copy.deepcopy(grader_cfg)
-    if "kg" in grader_cfg:  # a hybrid: the settings go to its KG part
+    if "kg" in grader_cfg:  # a hybrid: the settings go to its KG part, ``other`` to its partner
         grader_cfg.kg = OmegaConf.merge(grader_cfg.kg, kg_settings)
+        grader_cfg.other = OmegaConf.merge(grader_cfg.other, variant.get("other") or {})
     elif "span_encoding" in grader_cfg:
         grader_cfg = OmegaConf.merge(grader_cfg, kg_settings)
     return build_grader(grader_cfg, embedder)

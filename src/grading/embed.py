@@ -4,7 +4,9 @@ Encoder variants (``Embedder(variant=...)``, config ``embedder.variant``): ``tor
 sentence-transformers model; ``onnx`` runs the same network exported to ONNX (onnxruntime, float32) and
 ``onnx-int8`` that export with its matrix weights quantised to int8 per output channel
 (``onnxruntime.quantization.quantize_dynamic``), about 2x faster on CPU, the feed-forward output projections
-kept in float; ``onnx-int8-all`` quantises those too (faster again, a little further from torch's vectors).
+kept in float; ``onnx-int8-all`` quantises those too (faster again, a little further from torch's vectors);
+``static`` runs no network: a text is the mean of static word-piece vectors distilled once from the model
+(:mod:`grading.static_vectors`), in their own 256-dimensional space (:attr:`Embedder.feature_space`).
 The export is made in-process the first time and kept under ``onnx/`` of the user cache dir (``$INKGRADE_CACHE_DIR``, default ``~/.cache/inkgrade``;
 :func:`inkbase.runs.user_cache_dir`), its file name keyed
 by the model's files, the variant and :data:`ONNX_EXPORT_VERSION`. Cached vectors are keyed by the variant
@@ -29,7 +31,9 @@ from inkbase.errors import ConfigError
 log = logging.getLogger(__name__)
 
 MINILM_NAMES = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
-ENCODER_VARIANTS = ("torch", "onnx", "onnx-int8", "onnx-int8-all")
+ENCODER_VARIANTS = ("torch", "onnx", "onnx-int8", "onnx-int8-all", "static")
+# The encoder that distils the static word-piece vectors of ``variant="static"`` (grading.static_vectors).
+STATIC_BASE_VARIANT = "onnx-int8"
 # Bump when the export or quantisation recipe changes: exported files and cached vectors are keyed by it.
 ONNX_EXPORT_VERSION = "1"
 _ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -194,6 +198,7 @@ class Embedder:
         self._session = None
         self._tokenizer = None
         self._batcher = None
+        self._static = None
         self._memory: dict[str, np.ndarray] = {}
         self._cache = EmbeddingCache(Path(cache_dir) / "embeddings.sqlite") if (cache and cache_dir) else None
 
@@ -237,9 +242,24 @@ class Embedder:
 
     def load(self) -> Embedder:
         """Load the network (and export an ONNX variant if needed) now rather than on the first text."""
+        if self.variant == "static":
+            self._static_vectors()
+            return self
         _ = self.session if self.variant != "torch" else self.model
         _ = self.tokenizer
         return self
+
+    @property
+    def feature_space(self) -> str:
+        """What a trained scorer's features depend on: the model, and whether its vectors are static ones."""
+        return f"{self.model_name}#static" if self.variant == "static" else self.model_name
+
+    def _static_vectors(self):
+        if self._static is None:
+            from grading.static_vectors import static_vectors
+
+            self._static = static_vectors(self)
+        return self._static
 
     @property
     def _max_length(self) -> int:
@@ -291,6 +311,9 @@ class Embedder:
     def states_of(self, enc: dict[str, np.ndarray]) -> np.ndarray:
         """Last hidden states (b, t, d) of already tokenised inputs (``input_ids``, ``attention_mask`` and, for
         models that take them, ``token_type_ids``; int64 arrays (b, t))."""
+        if self.variant == "static":
+            raise ConfigError("embedder.variant", "static vectors have no contextual token vectors "
+                                                  "(use kg.span_encoding=separate or another variant)")
         if self.variant == "torch":
             import torch
 
@@ -317,6 +340,8 @@ class Embedder:
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Embed ``texts`` (n, d). Empty strings get a zero vector (cosine 0 with everything)."""
         texts = list(texts)
+        if self.variant == "static":  # a table lookup: cheaper than the cache
+            return self._static_vectors().encode(texts)
         keys = [self._key(t) for t in texts]
         missing = missing_after_cache(keys, self._memory, self._cache)
         if missing:
@@ -368,6 +393,8 @@ class Embedder:
     def dim(self) -> int:
         for v in self._memory.values():
             return int(v.shape[0])
+        if self.variant == "static":
+            return self._static_vectors().dim
         if self.variant != "torch":
             return int(self.session.get_outputs()[0].shape[-1])
         model = self.model

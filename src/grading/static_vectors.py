@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from grading.embed import Embedder, _folder_hash, _normalised, resolve_model_path
+from grading.embed import STATIC_BASE_VARIANT, Embedder, _folder_hash, _normalised, resolve_model_path
 from inkbase.jsonio import write_bytes
 from inkbase.runs import user_cache_dir
 
@@ -90,7 +90,11 @@ _LOADED: dict[tuple[str, int], StaticVectors] = {}
 
 
 def static_vectors(embedder: Embedder, dim: int = DIM) -> StaticVectors:
-    """The static vectors of ``embedder``'s model, distilled and cached on first use."""
+    """The static vectors of ``embedder``'s model, distilled and cached on first use (by ``embedder``, or for a
+    ``static`` embedder by the model's :data:`grading.embed.STATIC_BASE_VARIANT` encoder)."""
+    if embedder.variant == "static":
+        embedder = Embedder(embedder.model_name, batch_size=embedder.batch_size, cache=False,
+                            variant=STATIC_BASE_VARIANT, max_seq_length=embedder.max_seq_length)
     memo = (embedder.encoder_id, dim)
     if memo not in _LOADED:
         path = _cache_path(embedder, dim)

@@ -7,6 +7,7 @@ from omegaconf import OmegaConf
 
 from benchmarks.grading_speed import distinct_answers
 from grading.graders.concepts import span_options
+from grading.graders.semantic import SemanticModel
 from grading.rubric import Answer, Rubric
 
 RUBRIC = Rubric.model_validate({"exam_id": "t", "questions": [
@@ -59,8 +60,13 @@ def test_benchmark_variants_are_the_presets(tmp_path, variant, preset, expected)
 
     cfg = compose("benchmark_grading_speed", [])
     timed = _grader(cfg, cfg.graders.hybrid, OmegaConf.to_container(cfg.variants[variant]), tmp_path / variant).kg
-    preset = compose("grade", [f"grader={preset}", "rubric=x", "answers=y"]).grader
+    preset_name = preset
+    preset = compose("grade", [f"grader={preset_name}", "rubric=x", "answers=y"]).grader
     for key in ("span_encoding", "threshold", "negation_check", "direction_check", "phrase_slope"):
         assert getattr(timed, key) == preset[key], key
     assert timed.span_options == span_options(dict(preset.spans))
     assert (timed.span_encoding, timed.threshold, timed.negation_check) == expected
+    hybrid = _grader(cfg, cfg.graders.hybrid, OmegaConf.to_container(cfg.variants[variant]), tmp_path / "h")
+    partner = compose("grade", [f"grader=hybrid_{preset_name.removeprefix('kg_')}", "rubric=x",
+                                "answers=y"]).grader.other
+    assert hybrid.other.model.embedder_model == SemanticModel.load(partner.model_path).embedder_model

@@ -71,3 +71,23 @@ def test_static_vectors_are_distilled_once_and_read_back(embedder):
     assert np.array_equal(again.table, first.table)
     a, b, c = again.encode(["the array must be sorted", "the elements are in ascending order", "photosynthesis"])
     assert a @ b > a @ c  # a paraphrase sits nearer than an unrelated word
+
+
+def test_a_scorer_trained_on_static_vectors_reads_them_itself(embedder):
+    from grading.embed import Embedder
+    from grading.graders.semantic import SemanticGrader
+    from inkbase.errors import ConfigError
+
+    static = SemanticGrader(embedder, "semantic_semeval_static.json")  # the configured embedder is MiniLM's
+    assert static.embedder.variant == "static" and static.model.embedder_model == static.embedder.feature_space
+    assert embedder.feature_space == embedder.model_name  # the shipped default scorer's space
+    with pytest.raises(ConfigError, match="#static"):
+        SemanticGrader(Embedder(variant="static", cache=False), "semantic_semeval.json")
+
+
+def test_a_static_embedder_has_no_token_vectors():
+    from grading.embed import Embedder
+    from inkbase.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="span_encoding"):
+        Embedder(variant="static", cache=False).encode_tokens(["the array is sorted"])

@@ -125,7 +125,7 @@ def semantic_scores(bench: Benchmark, train: pd.DataFrame, test: pd.DataFrame, e
         examples = {q: Examples(list(g["answer_id"]), list(g["text"]), _fractions(bench, g))
                     for q, g in train.groupby("question_id", sort=False)}
     x_train = pair_features(embedder, _items(bench, train), examples, use_examples)
-    model = fit_semantic(x_train, _fractions(bench, train), use_examples, embedder.model_name, seed=seed)
+    model = fit_semantic(x_train, _fractions(bench, train), use_examples, embedder.feature_space, seed=seed)
     return model.predict(x_train), model.predict(pair_features(embedder, _items(bench, test), examples, use_examples))
 
 

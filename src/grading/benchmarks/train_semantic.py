@@ -50,14 +50,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     cv_pred = np.zeros(len(train))
     splits = list(GroupKFold(n_splits=cfg.cv_folds).split(x, y, groups=train["question_id"]))
     for tr, te in splits:
-        cv_pred[te] = fit_semantic(x[tr], y[tr], False, embedder.model_name, seed=cfg.seed).predict(x[te])
+        cv_pred[te] = fit_semantic(x[tr], y[tr], False, embedder.feature_space, seed=cfg.seed).predict(x[te])
     metrics: dict[str, Any] = {"dataset": bench.name, "n_train": int(len(train)),
                                f"cv_{cfg.cv_folds}fold_by_question": _metrics(binary, cv_pred, y, scale)}
     if cfg.zero_shot_maps:
         metrics["cv_zero_shot_maps"] = zero_shot_maps(bench, train, x, y, splits, embedder, cfg.seed)
     card = {"trained_on": f"{bench.name} training data ({len(train)} answers)", "notes": bench.notes,
             "command": json.loads(folder.file("run.json").read_text())["command"], **{k: v for k, v in metrics.items() if k.startswith("cv_")}}
-    model = fit_semantic(x, y, False, embedder.model_name, card=card, seed=cfg.seed)
+    model = fit_semantic(x, y, False, embedder.feature_space, card=card, seed=cfg.seed)
     for split in ("UA", "UQ", "UD"):
         for corpus, rows in answers[answers["split"] == split].groupby("subset"):
             pred = model.predict(pair_features(embedder, _items(bench, rows)))
@@ -89,9 +89,9 @@ def zero_shot_maps(bench, train, x: np.ndarray, y: np.ndarray, splits, embedder,
                                    for q in questions])
     score, scalar, s_ref, s_q = (np.zeros(len(y)) for _ in range(4))
     for tr, te in splits:
-        model = fit_semantic(x[tr], y[tr], False, embedder.model_name, seed=seed)
+        model = fit_semantic(x[tr], y[tr], False, embedder.feature_space, seed=seed)
         score[te] = model.predict(x[te])
-        scalar[te] = fit_semantic(x[tr][:, :n_scalar], y[tr], False, embedder.model_name,
+        scalar[te] = fit_semantic(x[tr][:, :n_scalar], y[tr], False, embedder.feature_space,
                                   seed=seed).predict(x[te][:, :n_scalar])
         anchors = dict(zip(questions, zip(model.predict(x_ref), model.predict(x_q), strict=True), strict=True))
         s_ref[te] = [anchors[q][0] for q in qids[te]]

@@ -227,11 +227,15 @@ class SemanticGrader(Grader):
 
     def __init__(self, embedder: Embedder, model_path: str | None = None, name: str = "semantic",
                  model: SemanticModel | None = None, examples: dict[str, Examples] | None = None):
-        self.embedder = embedder
         self.model = model or SemanticModel.load(model_path)
-        if self.model.embedder_model != embedder.model_name:
-            raise ConfigError("embedder.model", f"the semantic model was trained on {self.model.embedder_model} "
-                                                f"features, not {embedder.model_name}")
+        if self.model.embedder_model == f"{embedder.model_name}#static" != embedder.feature_space:
+            # A scorer trained on the model's static vectors reads them itself: they cost no network pass.
+            embedder = Embedder(embedder.model_name, batch_size=embedder.batch_size, cache=False, variant="static",
+                                max_seq_length=embedder.max_seq_length)
+        if self.model.embedder_model != embedder.feature_space:
+            raise ConfigError("embedder", f"the semantic model was trained on {self.model.embedder_model} "
+                                          f"features, not {embedder.feature_space}")
+        self.embedder = embedder
         self.examples = examples or {}
         self.name = name
 
