@@ -7,8 +7,8 @@ sentence-transformers model; ``onnx`` runs the same network exported to ONNX (on
 kept in float; ``onnx-int8-all`` quantises those too (faster again, a little further from torch's vectors);
 ``static`` runs no network: a text is the mean of static word-piece vectors distilled once from the model
 (:mod:`grading.static_vectors`), in their own 256-dimensional space (:attr:`Embedder.feature_space`).
-The export is made in-process the first time and kept under ``onnx/`` of the user cache dir (``$INKGRADE_CACHE_DIR``, default ``~/.cache/inkgrade``;
-:func:`inkbase.runs.user_cache_dir`), its file name keyed
+The export is made in-process the first time and kept under ``onnx/`` of the user cache dir
+(``$INKGRADE_CACHE_DIR``, default ``~/.cache/inkgrade``; :func:`inkbase.runs.user_cache_dir`), its file name keyed
 by the model's files, the variant and :data:`ONNX_EXPORT_VERSION`. Cached vectors are keyed by the variant
 too, so the variants never read each other's embeddings.
 """

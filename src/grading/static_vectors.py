@@ -6,9 +6,9 @@ vector is the mean of its pieces' vectors, so grading runs no transformer pass f
 (the recipe of Model2Vec, Tulkens & van Dongen, 2024, without its frequency weighting; written here because
 model2vec's distiller pins transformers < 5.4).
 
-The table is distilled the first time (about 40 s on 2 cores for MiniLM's 30,522 pieces) and kept under
-``static/`` of the user cache dir (:func:`inkbase.runs.user_cache_dir`), keyed by the model's files, the
-encoder variant that distilled it, ``dim`` and :data:`STATIC_VERSION`.
+The table is distilled the first time (about 40 s on 2 cores for MiniLM's 30,522 pieces, by the int8 ONNX
+encoder) and kept under ``static/`` of the user cache dir (:func:`inkbase.runs.user_cache_dir`), keyed by the
+model's files, the encoder that distilled it, ``dim`` and :data:`STATIC_VERSION`.
 """
 
 from __future__ import annotations
@@ -80,7 +80,17 @@ def distill_table(rows: np.ndarray, dim: int = DIM) -> np.ndarray:
     return PCA(n_components=dim, random_state=0).fit_transform(rows).astype(np.float32)
 
 
+def _distiller(embedder: Embedder) -> Embedder:
+    """The model's :data:`grading.embed.STATIC_BASE_VARIANT` encoder: one table per model, whichever variant
+    asks, so a scorer trained on static vectors and the KG's spans read the same ones."""
+    if embedder.variant == STATIC_BASE_VARIANT:
+        return embedder
+    return Embedder(embedder.model_name, batch_size=embedder.batch_size, cache=False, variant=STATIC_BASE_VARIANT,
+                    max_seq_length=embedder.max_seq_length)
+
+
 def _cache_path(embedder: Embedder, dim: int) -> Path:
+    embedder = _distiller(embedder)
     key = hashlib.sha1(f"{embedder.encoder_id}\0{_folder_hash(Path(resolve_model_path(embedder.model_name)))}\0"
                        f"{STATIC_VERSION}\0{dim}".encode()).hexdigest()[:16]
     return user_cache_dir() / "static" / f"{Path(embedder.model_name).name}-{key}.npy"
@@ -90,11 +100,8 @@ _LOADED: dict[tuple[str, int], StaticVectors] = {}
 
 
 def static_vectors(embedder: Embedder, dim: int = DIM) -> StaticVectors:
-    """The static vectors of ``embedder``'s model, distilled and cached on first use (by ``embedder``, or for a
-    ``static`` embedder by the model's :data:`grading.embed.STATIC_BASE_VARIANT` encoder)."""
-    if embedder.variant == "static":
-        embedder = Embedder(embedder.model_name, batch_size=embedder.batch_size, cache=False,
-                            variant=STATIC_BASE_VARIANT, max_seq_length=embedder.max_seq_length)
+    """The static vectors of ``embedder``'s model, distilled (by :func:`_distiller`) and cached on first use."""
+    embedder = _distiller(embedder)
     memo = (embedder.encoder_id, dim)
     if memo not in _LOADED:
         path = _cache_path(embedder, dim)
