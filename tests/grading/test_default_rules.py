@@ -16,6 +16,8 @@ from grading.scoring import list_share
 from inkbase.cli import compose
 from inkbase.errors import InputError
 
+from .test_benchmarks import write_mohler
+
 ALTERNATIVES = Question.model_validate({
     "id": "Q1", "text": "Name ways to make the experiment repeatable.", "max_points": 3, "granularity": 1,
     "reference_answer": "State the amount of vinegar. State the container size. State the drying method. "
@@ -162,33 +164,11 @@ def test_zero_shot_maps_need_no_training_fold():
     assert list(pred) == [0.0, 1.0] and fmap == {"threshold": 0.5}
 
 
-def write_mohler_style(root):
-    """Six questions in three assignments: four paraphrases of the reference (5 points), four wrong answers."""
-    topics = [("What is a stack?", "A last in first out data structure."),
-              ("What is a queue?", "A first in first out data structure."),
-              ("What does a compiler do?", "It translates source code into machine code."),
-              ("What is recursion?", "A function that calls itself on a smaller input."),
-              ("What is an array?", "Elements of one type stored contiguously and indexed."),
-              ("What is a pointer?", "A variable that holds a memory address.")]
-    good, bad = ["{r}", "it is {r}", "basically {r} yes"], ["no idea", "a kind of loop", "something with files"]
-    rows = []
-    for i, (question, ref) in enumerate(topics):
-        for k in range(8):
-            score = 5 if k < 4 else k % 3
-            rows.append({"question_id": f"{i // 2 + 1}.{i % 2 + 1}", "assignment": i // 2 + 1, "is_exam": 0,
-                         "excluded_in_original_papers": 0, "answer_index": k, "question": question,
-                         "reference_answer": ref, "score_grader_me_raw": score, "score_grader_other_raw": score,
-                         "student_answer": good[k % 3].format(r=ref.lower()) if k < 4 else bad[k % 3],
-                         "raw_scale_max": 5, "score_avg_0to5": score})
-    (root / "mohler_unt_v2").mkdir(parents=True)
-    pd.DataFrame(rows).to_csv(root / "mohler_unt_v2" / "mohler_unt_v2_tidy.csv", index=False)
-
-
 def test_zero_shot_maps_are_scored_on_held_out_questions(tmp_path):
     from grading.benchmarks.metrics import pearson
     from grading.benchmarks.train_semantic import run
 
-    write_mohler_style(tmp_path / "data")
+    write_mohler(tmp_path / "data")
     metrics = run(compose("train_semantic", ["benchmark=mohler", f"data_dir={tmp_path / 'data'}", "cv_folds=3",
                                              f"out_dir={tmp_path / 'out'}", f"paths.cache_dir={tmp_path / 'cache'}"]))
     maps = metrics["cv_zero_shot_maps"]
