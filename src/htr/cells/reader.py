@@ -177,6 +177,19 @@ def decide_many(probs: np.ndarray, keys: np.ndarray, alphabet_mask: np.ndarray, 
     return accepted, a
 
 
+def _accept_rule(path: Path, cal: dict[str, Any], field: str, needed: tuple[str, ...]) -> AcceptRule:
+    """The acceptance rule a calibration entry (``field``: its place in the file's metadata) describes; a
+    missing key or an unknown rule is an :class:`InputError` naming it. The thresholds belong to the weights
+    they were calibrated for: a file without them is not a reader."""
+    missing = [k for k in needed if k not in cal]
+    if missing:
+        raise InputError(path, f"{field}.{missing[0]}", "missing (train with scripts/train_cells.py)")
+    rule = cal.get("rule", "verify")
+    if rule not in RULES:
+        raise InputError(path, f"{field}.rule", f"{rule!r} is not one of {', '.join(RULES)}")
+    return AcceptRule(rule, float(cal["verify_threshold"]), float(cal["accept_threshold"]))
+
+
 class CellReader:
     """The trained cell reader; ``weights=None`` loads the shipped file."""
 
@@ -188,41 +201,28 @@ class CellReader:
         self.path = Path(weights) if weights else DEFAULT_WEIGHTS
         nets, meta = load_networks(self.path)
         cal: dict[str, Any] = meta["calibration"]
-        # The thresholds belong to the weights they were calibrated for: a file without them is not a reader.
         needed = ("temperature", "verify_threshold", "accept_threshold", *(("temperature2",) if len(nets) > 1 else ()))
-        missing = [k for k in needed if k not in cal]
-        if missing:
-            raise InputError(self.path, f"calibration.{missing[0]}", "missing (train with scripts/train_cells.py)")
+        self.rule = _accept_rule(self.path, cal, "calibration", needed)
         self.model = nets[0]
         self.model2 = nets[1] if len(nets) > 1 else None
         self.temperature = float(cal["temperature"])
         self.temperature2 = float(cal.get("temperature2", cal["temperature"]))
-        self.verify_threshold = float(cal["verify_threshold"])
-        self.accept_threshold = float(cal["accept_threshold"])
-        rule = cal.get("rule", "verify")
-        if rule not in RULES:
-            raise InputError(self.path, "calibration.rule", f"{rule!r} is not one of {', '.join(RULES)}")
-        self.rule = AcceptRule(rule, self.verify_threshold, self.accept_threshold)
+        self.verify_threshold = self.rule.verify_threshold
+        self.accept_threshold = self.rule.accept_threshold
         self.model_digits = nets[2] if meta["has_digits"] else None
         self.model_digits1 = nets[-1] if meta.get("has_digits_pass1") else None
         self.digits = cal.get("digits")
         if (self.model_digits is not None or self.model_digits1 is not None) and self.digits is None:
             raise InputError(self.path, "calibration.digits", "missing for the file's digit network")
         if self.digits is not None:
-            needed = ("temperature", "temperature2", "verify_threshold", "accept_threshold", "rule")
-            missing = [k for k in needed if k not in self.digits]
-            if missing:
-                raise InputError(self.path, f"calibration.digits.{missing[0]}", "missing")
-            if self.digits["rule"] not in RULES:
-                raise InputError(self.path, "calibration.digits.rule", f"{self.digits['rule']!r} is not one of {', '.join(RULES)}")
+            self.digit_rule = _accept_rule(self.path, self.digits, "calibration.digits",
+                                           ("temperature", "temperature2", "verify_threshold", "accept_threshold", "rule"))
             self.pass1_mix = self.digits.get("pass1_mix", "none")
             if self.pass1_mix not in PASS1_MIXES:
                 raise InputError(self.path, "calibration.digits.pass1_mix",
                                  f"{self.pass1_mix!r} is not one of {', '.join(PASS1_MIXES)}")
             if self.pass1_mix == "mean" and (self.model_digits1 is None or "temperature_digits_pass1" not in self.digits):
                 raise InputError(self.path, "calibration.digits.pass1_mix", "mean needs a digit pass 1 and its temperature")
-            self.digit_rule = AcceptRule(self.digits["rule"], float(self.digits["verify_threshold"]),
-                                         float(self.digits["accept_threshold"]))
         self._torch = torch
 
     def _digits(self, alphabet: str | None) -> bool:
