@@ -22,7 +22,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from grading.embed import STATIC_BASE_VARIANT, Embedder, _folder_hash, _normalised, resolve_model_path
+from grading.embed import (
+    STATIC_BASE_VARIANT,
+    Embedder,
+    _folder_hash,
+    _normalised,
+    get_embedder,
+    resolve_model_path,
+)
 from inkbase.jsonio import write_bytes
 from inkbase.runs import user_cache_dir
 
@@ -85,8 +92,8 @@ def _distiller(embedder: Embedder) -> Embedder:
     asks, so a scorer trained on static vectors and the KG's spans read the same ones."""
     if embedder.variant == STATIC_BASE_VARIANT:
         return embedder
-    return Embedder(embedder.model_name, batch_size=embedder.batch_size, cache=False, variant=STATIC_BASE_VARIANT,
-                    max_seq_length=embedder.max_seq_length)
+    return get_embedder(embedder.model_name, batch_size=embedder.batch_size, cache=False,
+                        variant=STATIC_BASE_VARIANT, max_seq_length=embedder.max_seq_length)
 
 
 def _cache_path(embedder: Embedder, dim: int) -> Path:

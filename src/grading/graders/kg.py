@@ -45,6 +45,7 @@ from grading.graders.concepts import (
 )
 from grading.rubric import Answer, Question
 from grading.scoring import list_share, to_points
+from grading.static_vectors import static_vectors
 from inkbase.errors import ConfigError, check_range
 
 SPAN_ENCODINGS = ("separate", "pooled", "static")
@@ -154,8 +155,6 @@ class KGGrader(Grader):
         if self.span_encoding != "static":
             return self.embedder.encode(texts)
         if self._static is None:
-            from grading.static_vectors import static_vectors
-
             self._static = static_vectors(self.embedder)
         return self._static.encode(texts)
 

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
-from grading.embed import Embedder
+from grading.embed import Embedder, get_embedder
 from grading.graders.base import Grader, GradeResult
 from grading.rubric import Answer, Question
 from grading.scoring import to_points
@@ -230,8 +230,8 @@ class SemanticGrader(Grader):
         self.model = model or SemanticModel.load(model_path)
         if self.model.embedder_model == f"{embedder.model_name}#static" != embedder.feature_space:
             # A scorer trained on the model's static vectors reads them itself: they cost no network pass.
-            embedder = Embedder(embedder.model_name, batch_size=embedder.batch_size, cache=False, variant="static",
-                                max_seq_length=embedder.max_seq_length)
+            embedder = get_embedder(embedder.model_name, batch_size=embedder.batch_size, cache=False, variant="static",
+                                    max_seq_length=embedder.max_seq_length)
         if self.model.embedder_model != embedder.feature_space:
             raise ConfigError("embedder", f"the semantic model was trained on {self.model.embedder_model} "
                                           f"features, not {embedder.feature_space}")
