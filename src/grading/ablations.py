@@ -34,6 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 from sklearn.metrics import precision_recall_fscore_support
 from tqdm import tqdm
 
+from grading import entailment
 from grading.agreement import summary_agreement
 from grading.embed import encoder_id
 from grading.grade import embedder_from_config
@@ -89,6 +90,8 @@ def components_key(cfg: DictConfig) -> str:
         "kg": kg, "keyword": _without_cache_dir(cfg.keyword), "other": _without_cache_dir(cfg.other),
         "code": {name: _grader_fingerprint(cfg[name]) for name in ("kg", "keyword", "other")},
     }
+    if cfg.kg.get("verifier"):
+        parts["verifier_code"] = _file_hash(inspect.getsourcefile(entailment))
     return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

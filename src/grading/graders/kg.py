@@ -20,6 +20,13 @@ when its best cosine reaches ``threshold + phrase_slope * ln k``. The best of k 
 more phrases a concept has, for true and false matches alike: on the sample exam (4-5 phrases per
 concept) the best single threshold is 0.68, with only the labels kept 0.46, and on the concept
 development set (1-2 phrases) 0.30. The explanations then give each concept's ``threshold``.
+
+A concept verifier (``verifier``: a weights file; :mod:`grading.entailment`) reads the whole
+answer and each phrase of a concept together (a cross-encoder) and gives the probability that the answer
+states it. With a verifier a concept's score is that probability where the best cosine reaches
+``verify_floor`` (0 where it does not: the candidates come from the cosine, the decision from the
+verifier), and ``threshold`` applies to the probability. The explanations keep the cosine span and add
+each concept's ``entailment``.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import networkx as nx
 import numpy as np
 
 from grading.embed import Embedder
+from grading.entailment import load_verifier
 from grading.graders.base import Grader, GradeResult
 from grading.graders.concepts import (
     SpanOptions,
@@ -91,6 +99,7 @@ class ConceptSimilarities:
     similarity: np.ndarray  # (n_answers, n_concepts)
     best_span: list[list[str]]
     cosine: np.ndarray | None = None  # (n_answers, n_concepts); None: equal to similarity
+    entailment: np.ndarray | None = None  # (n_answers, n_concepts) verifier probabilities; None: no verifier
 
 
 @dataclass
@@ -132,8 +141,10 @@ class KGGrader(Grader):
     def __init__(self, embedder: Embedder, threshold: float, edge_bonus: float, spans: dict | SpanOptions,
                  direction_check: bool, negation_check: bool, spacy_model: str, cache_dir: str | Path | None,
                  batch_size: int, n_process: int, name: str = "kg", span_encoding: str = "separate",
-                 phrase_slope: float = 0.0):
+                 phrase_slope: float = 0.0, verifier: str | None = None, verify_floor: float = 0.0):
         self.embedder = embedder
+        self.verifier = load_verifier(verifier) if verifier else None
+        self.verify_floor = check_range("grader.verify_floor", verify_floor, 0.0, 1.0)
         self.threshold = check_range("grader.threshold", threshold, 0.0, 1.0)
         self.edge_bonus = check_range("grader.edge_bonus", edge_bonus, 0.0, 1.0)
         self.phrase_slope = check_range("grader.phrase_slope", phrase_slope, 0.0, 1.0)
@@ -185,7 +196,26 @@ class KGGrader(Grader):
         return cosine - phrases.offset, cosine
 
     def concept_similarities(self, question: Question, texts: list[str]) -> ConceptSimilarities:
-        """Best (span, phrase) score per answer and concept; one embedding call for all spans of ``texts``."""
+        """Best (span, phrase) score per answer and concept; one embedding call for all spans of ``texts``;
+        with a verifier, its probability where the cosine reaches ``verify_floor``."""
+        found = self._cosine_similarities(question, texts)
+        if self.verifier is None or not found.concept_ids:
+            return found
+        todo = np.argwhere(found.similarity >= self.verify_floor)
+        phrases = [list(dict.fromkeys(c.phrases)) for c in question.concepts]
+        prem = [texts[i] for i, j in todo for _ in phrases[j]]
+        hyp = [p for _, j in todo for p in phrases[j]]
+        probs = self.verifier.scores(prem, hyp) if prem else np.zeros(0, dtype=np.float32)
+        entail = np.zeros_like(found.similarity)
+        start = 0
+        for i, j in todo:
+            entail[i, j] = probs[start:start + len(phrases[j])].max()
+            start += len(phrases[j])
+        found.similarity = entail
+        found.entailment = entail
+        return found
+
+    def _cosine_similarities(self, question: Question, texts: list[str]) -> ConceptSimilarities:
         ids = [c.id for c in question.concepts]
         span_lists = self.parse(texts)
         found = _Best(len(texts), len(ids))
@@ -246,7 +276,7 @@ class KGGrader(Grader):
         return found.result(ids)
 
     def explain(self, question: Question, sims: np.ndarray, best: list[str], graph: nx.DiGraph | None = None,
-                text: str | None = None, cosine: np.ndarray | None = None,
+                text: str | None = None, cosine: np.ndarray | None = None, entailment: np.ndarray | None = None,
                 ) -> tuple[float, list[str], list[str], dict[str, Any]]:
         """S_KG, matched ids, missing ids and the explanation keys for one answer's scores (``sims``; the
         spans' own ``cosine`` where the score differs from it). With the answer's ``text``, each concept's
@@ -259,6 +289,9 @@ class KGGrader(Grader):
         cosine = sims if cosine is None else cosine
         entry = {cid: {"id": cid, "span": span, "similarity": round(float(c), 4)}
                  for cid, c, span in zip(ids, cosine, best, strict=True)}
+        if entailment is not None:
+            for cid, e in zip(ids, entailment, strict=True):
+                entry[cid]["entailment"] = round(float(e), 4)
         if self.phrase_slope:
             for cid, off in zip(ids, self._concept_phrases(question).offset, strict=True):
                 entry[cid]["threshold"] = round(self.threshold + float(off), 4)
@@ -280,8 +313,10 @@ class KGGrader(Grader):
         graph = rubric_graph(question)
         found = self.concept_similarities(question, [a.text for a in answers])
         results = []
-        for answer, sims, best, cosine in zip(answers, found.similarity, found.best_span, found.cosine, strict=True):
-            s_kg, matched, missing, details = self.explain(question, sims, best, graph, answer.text, cosine)
+        entail = found.entailment if found.entailment is not None else [None] * len(answers)
+        for answer, sims, best, cosine, ent in zip(answers, found.similarity, found.best_span, found.cosine, entail,
+                                                   strict=True):
+            s_kg, matched, missing, details = self.explain(question, sims, best, graph, answer.text, cosine, ent)
             results.append(GradeResult(points=to_points(s_kg, question.max_points, question.granularity),
                                        max_points=question.max_points, matched=matched, missing=missing,
                                        details=details))
