@@ -311,3 +311,32 @@ def test_a_mean_pass1_mix_needs_its_temperature(tmp_path):
     path = save_reader(tmp_path / "y.safetensors", nets[0], {**cal, "digits": {**cal, "pass1_mix": "max"}}, *nets[1:])
     with pytest.raises(InputError, match="'max' is not one of"):
         CellReader(path)
+
+
+def test_a_shift_in_the_calibration_reads_each_cell_at_five_positions(tmp_path):
+    import torch
+
+    from htr.cells.reader import CellReader, shifted_views
+    from htr.cells.train import logits_of, softmax
+
+    torch.manual_seed(0)
+    net = CellNet(width=4).eval()
+    with torch.no_grad():  # larger weights: peaked outputs, so that the positions' differences show
+        for p in net.parameters():
+            p.mul_(2.0)
+    cal = {"rule": "product", "temperature": 0.8, "verify_threshold": 0.9, "accept_threshold": 0.95}
+    x = (np.random.default_rng(0).random((3, 32, 32)) > 0.8).astype(np.uint8) * 255
+    plain = CellReader(save_reader(tmp_path / "a.safetensors", net, cal))
+    shifted = CellReader(save_reader(tmp_path / "b.safetensors", net, {**cal, "shift": 1}))
+    views = shifted_views(x, 1)
+    assert len(views) == 5 and all(v.shape == x.shape for v in views)
+    assert (views[1][:, :, :-1] == x[:, :, 1:]).all() and (views[1][:, :, -1] == 0).all()  # moved left by 1 px
+    # Calibration-time logits and read-time probabilities agree, and differ from reading the crop once.
+    expected = softmax(np.mean([logits_of(net, v) for v in views], axis=0) / 0.8)
+    np.testing.assert_allclose(logits_of(net, x, shift=1), np.mean([logits_of(net, v) for v in views], axis=0),
+                               atol=1e-5)
+    got = shifted.probs_from_inputs(x.astype(np.float32) / 255.0)
+    np.testing.assert_allclose(got, expected, atol=1e-3)  # the file's fp16 weights
+    assert np.abs(got - plain.probs_from_inputs(x.astype(np.float32) / 255.0)).max() > 0.05
+    with pytest.raises(InputError, match="calibration.shift"):
+        CellReader(save_reader(tmp_path / "c.safetensors", net, {**cal, "shift": -1}))

@@ -26,6 +26,10 @@ validation cells), pass 1 is the file's digit pass 1 (or pass 1's network when t
 mean`` pass 1 reads the mean of the pass-1 network's and the digit pass 1's calibrated probabilities
 (temperatures ``temperature`` and ``temperature_digits_pass1``). :meth:`CellReader.rule_for`
 and the ``alphabet`` argument of :meth:`CellReader.pass_probs` pick it.
+
+With ``calibration.shift`` = k > 0 every network reads a cell at five positions (as it is and moved by k px
+left, right, up and down; :func:`shifted_views`) and its logits are averaged before the softmax; the file's
+temperatures and thresholds were then calibrated on logits read the same way.
 """
 
 from __future__ import annotations
@@ -40,6 +44,19 @@ from htr.cells.data import CHARS, CLASSES, CROSSED, EMPTY, to_input
 from inkbase.errors import InputError
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "cells" / "cells.safetensors"
+# (dx, dy) of the positions a cell is read at when the calibration sets ``shift``, in units of ``shift`` px.
+SHIFT_VIEWS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
+
+
+def shifted_views(x: np.ndarray, shift: int) -> list[np.ndarray]:
+    """(N, H, W) inputs (ink high, background 0) and, for ``shift`` > 0, copies moved by ``shift`` px in the
+    four directions (the uncovered border is background)."""
+    if not shift:
+        return [x]
+    s = int(shift)
+    pad = np.pad(x, ((0, 0), (s, s), (s, s)))
+    h, w = x.shape[1:]
+    return [pad[:, s + dy * s:s + dy * s + h, s + dx * s:s + dx * s + w] for dx, dy in SHIFT_VIEWS]
 
 
 def is_digit_alphabet(alphabet: str) -> bool:
@@ -205,6 +222,9 @@ class CellReader:
         self.rule = _accept_rule(self.path, cal, "calibration", needed)
         self.model = nets[0]
         self.model2 = nets[1] if len(nets) > 1 else None
+        self.shift = int(cal.get("shift", 0))
+        if self.shift < 0:
+            raise InputError(self.path, "calibration.shift", f"{self.shift} is negative")
         self.temperature = float(cal["temperature"])
         self.temperature2 = float(cal.get("temperature2", cal["temperature"]))
         self.verify_threshold = self.rule.verify_threshold
@@ -234,12 +254,16 @@ class CellReader:
 
     def _softmax(self, model, temperature: float, x: np.ndarray, batch: int) -> np.ndarray:
         torch = self._torch
-        out = []
+        if not len(x):
+            return np.zeros((0, len(CLASSES)), np.float32)
+        logits = 0.0
+        views = shifted_views(x, self.shift)
         with torch.no_grad():
-            for i in range(0, len(x), batch):
-                t = torch.from_numpy(np.ascontiguousarray(x[i:i + batch], np.float32))[:, None]
-                out.append(torch.softmax(model(t) / temperature, dim=1).numpy())
-        return np.concatenate(out) if out else np.zeros((0, len(CLASSES)), np.float32)
+            for view in views:
+                logits = logits + np.concatenate([
+                    model(torch.from_numpy(np.ascontiguousarray(view[i:i + batch], np.float32))[:, None]).numpy()
+                    for i in range(0, len(view), batch)])
+            return torch.softmax(torch.from_numpy(logits / len(views)) / temperature, dim=1).numpy()
 
     def probs_from_inputs(self, x: np.ndarray, batch: int = 512) -> np.ndarray:
         """Pass 1's calibrated probabilities over :data:`CLASSES` for (N, 32, 32) inputs in [0, 1]."""
