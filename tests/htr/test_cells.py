@@ -206,7 +206,8 @@ def test_shipped_reader_reads_digits_with_its_digit_specialist():
     assert reader.model_digits is not None and reader.model_digits.width == 24
     assert reader.model_digits1 is not None and reader.pass1_mix == "mean"
     # Digit tables: thresholds chosen on the digit validation cells (model card); letters keep theirs.
-    assert reader.rule_for("0123456789") == AcceptRule("product", 0.7, 0.97)
+    assert reader.rule_for("0123456789") == AcceptRule("product", 0.5, 0.97)
+    assert (reader.shift, reader.digit_shift) == (0, 1)  # digit tables read each cell at five positions
     assert reader.rule_for("ABCDEFGH") is reader.rule
     font = next(f for f in cell_fonts("test") if f.family == "Indie Flower")  # a held-out hand
     rng = np.random.default_rng(5)

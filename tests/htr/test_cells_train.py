@@ -340,3 +340,27 @@ def test_a_shift_in_the_calibration_reads_each_cell_at_five_positions(tmp_path):
     assert np.abs(got - plain.probs_from_inputs(x.astype(np.float32) / 255.0)).max() > 0.05
     with pytest.raises(InputError, match="calibration.shift"):
         CellReader(save_reader(tmp_path / "c.safetensors", net, {**cal, "shift": -1}))
+
+
+def test_a_digit_shift_applies_to_digit_tables_only(tmp_path):
+    from htr.cells.model import CellGapNet
+    from htr.cells.reader import CellReader
+
+    cal = {"rule": "product", "temperature": 1.0, "temperature2": 1.0, "verify_threshold": 0.6, "accept_threshold": 0.98}
+    import torch
+
+    torch.manual_seed(0)
+    nets = (CellGapNet(width=4), CellNet(width=4), CellNet(width=4))
+    with torch.no_grad():  # peaked outputs, so that reading at one or five positions differs
+        for p in nets[2].parameters():
+            p.mul_(2.0)
+    reader = CellReader(save_reader(tmp_path / "d.safetensors", nets[0], {**cal, "digits": {**cal, "shift": 1}}, *nets[1:]))
+    assert (reader.shift, reader.digit_shift) == (0, 1)
+    x = (np.random.default_rng(1).random((2, 32, 32)) > 0.8).astype(np.float32)
+    _, digits = reader.pass_probs_from_inputs(x, alphabet="0123456789")
+    _, letters = reader.pass_probs_from_inputs(x, alphabet="ABCD")
+    np.testing.assert_allclose(digits, reader._softmax(nets[2].eval(), 1.0, x, 512, 1), atol=1e-3)
+    assert np.abs(digits - reader._softmax(nets[2], 1.0, x, 512, 0)).max() > 0.05
+    np.testing.assert_allclose(letters, reader._softmax(nets[1].eval(), 1.0, x, 512, 0), atol=1e-3)
+    with pytest.raises(InputError, match="calibration.digits.shift"):
+        CellReader(save_reader(tmp_path / "e.safetensors", nets[0], {**cal, "digits": {**cal, "shift": "1"}}, *nets[1:]))

@@ -1,6 +1,7 @@
 """The shipped cell reader read at five positions (``calibration.shift`` = 1), recalibrated on the shipped
 calibration's validation cells and decided by ``PLAN.md``'s rule; writes ``metrics.json`` and, when the rule
-passes, ``cells.safetensors`` (the same networks, the new calibration).
+passes, ``cells.safetensors`` (the same networks, the new calibration); for PLAN.md's second candidate
+(shifts for the digit path only), ``cells_digits_shift.safetensors`` when the digit path passes.
 
 PYTHONPATH=src:. OMP_NUM_THREADS=2 python experiments/answer_tables/tta/recalibrate.py <out_dir>
 """
@@ -60,8 +61,14 @@ def main(out_dir: str) -> None:
         digits = {k: v for k, v in cals["digits", 1].items() if k in KEEP and k not in ("target_error", "key_draws")}
         save_reader(out / "cells.safetensors", pass1, {**general, "shift": 1, "digits": digits}, pass2, specialist,
                     digit_pass1)
+    result["second_candidate_ships"] = ok["digits"]
+    if ok["digits"]:
+        shipped = {k: v for k, v in meta["calibration"].items() if k != "digits"}
+        digits = {k: v for k, v in cals["digits", 1].items() if k in KEEP and k not in ("target_error", "key_draws")}
+        save_reader(out / "cells_digits_shift.safetensors", pass1, {**shipped, "digits": {**digits, "shift": 1}},
+                    pass2, specialist, digit_pass1)
     (out / "metrics.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
-    print(json.dumps({k: result[k] for k in ("rule_passed", "ships")}))
+    print(json.dumps({k: result[k] for k in ("rule_passed", "ships", "second_candidate_ships")}))
 
 
 if __name__ == "__main__":

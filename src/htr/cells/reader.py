@@ -29,7 +29,8 @@ and the ``alphabet`` argument of :meth:`CellReader.pass_probs` pick it.
 
 With ``calibration.shift`` = k > 0 every network reads a cell at five positions (as it is and moved by k px
 left, right, up and down; :func:`shifted_views`) and its logits are averaged before the softmax; the file's
-temperatures and thresholds were then calibrated on logits read the same way.
+temperatures and thresholds were then calibrated on logits read the same way. ``calibration.digits.shift``
+sets it for digit tables alone (default: the general value).
 """
 
 from __future__ import annotations
@@ -207,6 +208,13 @@ def _accept_rule(path: Path, cal: dict[str, Any], field: str, needed: tuple[str,
     return AcceptRule(rule, float(cal["verify_threshold"]), float(cal["accept_threshold"]))
 
 
+def _shift(path: Path, cal: dict[str, Any], field: str, default: int) -> int:
+    value = cal.get(field.rsplit(".", 1)[-1], default)
+    if not isinstance(value, int) or value < 0:
+        raise InputError(path, field, f"{value!r} is not a whole number of pixels >= 0")
+    return value
+
+
 class CellReader:
     """The trained cell reader; ``weights=None`` loads the shipped file."""
 
@@ -222,9 +230,7 @@ class CellReader:
         self.rule = _accept_rule(self.path, cal, "calibration", needed)
         self.model = nets[0]
         self.model2 = nets[1] if len(nets) > 1 else None
-        self.shift = int(cal.get("shift", 0))
-        if self.shift < 0:
-            raise InputError(self.path, "calibration.shift", f"{self.shift} is negative")
+        self.shift = _shift(self.path, cal, "calibration.shift", 0)
         self.temperature = float(cal["temperature"])
         self.temperature2 = float(cal.get("temperature2", cal["temperature"]))
         self.verify_threshold = self.rule.verify_threshold
@@ -237,6 +243,7 @@ class CellReader:
         if self.digits is not None:
             self.digit_rule = _accept_rule(self.path, self.digits, "calibration.digits",
                                            ("temperature", "temperature2", "verify_threshold", "accept_threshold", "rule"))
+            self.digit_shift = _shift(self.path, self.digits, "calibration.digits.shift", self.shift)
             self.pass1_mix = self.digits.get("pass1_mix", "none")
             if self.pass1_mix not in PASS1_MIXES:
                 raise InputError(self.path, "calibration.digits.pass1_mix",
@@ -252,12 +259,12 @@ class CellReader:
         """The acceptance rule for a table with ``alphabet`` (digit tables may have their own)."""
         return self.digit_rule if self._digits(alphabet) else self.rule
 
-    def _softmax(self, model, temperature: float, x: np.ndarray, batch: int) -> np.ndarray:
+    def _softmax(self, model, temperature: float, x: np.ndarray, batch: int, shift: int | None = None) -> np.ndarray:
         torch = self._torch
         if not len(x):
             return np.zeros((0, len(CLASSES)), np.float32)
         logits = 0.0
-        views = shifted_views(x, self.shift)
+        views = shifted_views(x, self.shift if shift is None else shift)
         with torch.no_grad():
             for view in views:
                 logits = logits + np.concatenate([
@@ -276,10 +283,12 @@ class CellReader:
         if self._digits(alphabet):
             first = self.model if self.model_digits1 is None or self.pass1_mix == "mean" else self.model_digits1
             second = next(m for m in (self.model_digits, self.model2, self.model) if m is not None)
-            p1 = self._softmax(first, float(self.digits["temperature"]), x, batch)
+            k = self.digit_shift
+            p1 = self._softmax(first, float(self.digits["temperature"]), x, batch, k)
             if self.pass1_mix == "mean":
-                p1 = (p1 + self._softmax(self.model_digits1, float(self.digits["temperature_digits_pass1"]), x, batch)) / 2
-            return p1, self._softmax(second, float(self.digits["temperature2"]), x, batch)
+                p1 = (p1 + self._softmax(self.model_digits1, float(self.digits["temperature_digits_pass1"]), x, batch,
+                                         k)) / 2
+            return p1, self._softmax(second, float(self.digits["temperature2"]), x, batch, k)
         p1 = self.probs_from_inputs(x, batch)
         return p1, p1 if self.model2 is None else self._softmax(self.model2, self.temperature2, x, batch)
 
