@@ -14,6 +14,7 @@ from htr.cells import train as T
 from htr.cells.model import load_networks, save_reader
 from htr.cells.reader import DEFAULT_WEIGHTS
 from inkbase.cli import compose
+from inkbase.runs import start_run
 
 # The recipes of the shipped calibrations (experiments/answer_tables/train_cells_v3_rule, _digits_p1_mean).
 GENERAL = []
@@ -30,11 +31,12 @@ def summary(cal: dict) -> dict:
 
 
 def main(out_dir: str) -> None:
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    folder = start_run(out_dir, {"weights": str(DEFAULT_WEIGHTS.relative_to(Path.cwd())), "shift": 1,
+                                 "general": GENERAL, "digits": DIGITS})
+    out = folder.path
     nets, meta = load_networks(DEFAULT_WEIGHTS)
     pass1, pass2, specialist, digit_pass1 = nets
-    result, cals = {"weights": str(DEFAULT_WEIGHTS)}, {}
+    result, cals = {"weights": str(DEFAULT_WEIGHTS.relative_to(Path.cwd()))}, {}
     for name, overrides in (("general", GENERAL), ("digits", DIGITS)):
         cfg = compose("train_cells", overrides)
         _, mnist_val = T._mnist_split(cfg.data.mnist_dir, cfg.data.split_seed)
@@ -67,7 +69,7 @@ def main(out_dir: str) -> None:
         digits = {k: v for k, v in cals["digits", 1].items() if k in KEEP and k not in ("target_error", "key_draws")}
         save_reader(out / "cells_digits_shift.safetensors", pass1, {**shipped, "digits": {**digits, "shift": 1}},
                     pass2, specialist, digit_pass1)
-    (out / "metrics.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
+    folder.finish(result)
     print(json.dumps({k: result[k] for k in ("rule_passed", "ships", "second_candidate_ships")}))
 
 
