@@ -297,3 +297,25 @@ def test_id_digits_are_read_among_digits_only():
     # The first cell looks more like the letter D than like 0: in an ID table only digits count.
     p = digit_probs("033553", override={0: {"D": 0.9, "0": 0.09}})
     assert match_id(p, ["033553", "113355"]).student_id == "033553"
+
+
+def test_end_to_end_figures_count_accepted_errors_by_pair(tmp_path):
+    import csv
+    import json
+
+    from inkgrade.tables.evaluate import _e2e_figures
+
+    rows = [("s1", "t1", "q1", "4", "6", "True"), ("s1", "t1", "q2", "9", "9", "True"),
+            ("s2", "t1", "q1", "4", "6", "True"), ("s2", "t1", "q2", "3", "3", "False"),
+            ("s2", "t9", "q1", "1", "1", "True")]  # another table: not counted
+    with (tmp_path / "cells.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["student_id", "table_id", "item_id", "pass1", "pass2", "accepted", "flag", "confidence"])
+        w.writerows([(*r, "", "0.9") for r in rows])
+    (tmp_path / "scripts.jsonl").write_text("".join(json.dumps({"script": k, "student_id": v}) + "\n"
+                                                    for k, v in (("0", "s1"), ("1", "s2"))))
+    truth = {("0", "q1"): "4", ("0", "q2"): "9", ("1", "q1"): "4", ("1", "q2"): "8"}
+    fig = _e2e_figures(tmp_path, truth, {"t1"})
+    assert fig["n"] == 4 and fig["errors"] == 3 and fig["accepted"] == 3 and fig["errors_accepted"] == 2
+    assert fig["accepted_errors_by_pair"] == {"4->6": 2}
+    assert fig["page_errors"] == 0

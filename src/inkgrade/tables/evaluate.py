@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +125,9 @@ def _e2e_figures(out: Path, truth: dict[tuple[str, str], str], table_ids: set[st
         p.append(label.get(r["pass2"], r["pass2"]))
         a.append(r["accepted"] == "True")
     fig = figures(t, p, a)
+    # Which readings were wrong yet accepted ("4->6": a written 4 read as 6), for error analysis.
+    wrong = Counter(f"{x}->{y}" for x, y, ok in zip(t, p, a, strict=True) if ok and x != y)
+    fig["accepted_errors_by_pair"] = dict(sorted(wrong.items(), key=lambda kv: (-kv[1], kv[0])))
     fig["page_errors"] = len((out / "errors.jsonl").read_text().splitlines()) if (out / "errors.jsonl").exists() else 0
     return fig
 
