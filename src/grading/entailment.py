@@ -213,9 +213,12 @@ class ConceptVerifier:
 
 def train_verifier(verifier: ConceptVerifier, pairs: Sequence[tuple[str, str, float]], train_layers: int,
                    epochs: int, lr: float, batch_size: int, seed: int, threads: int | None = None,
-                   on_epoch: Callable[[int], dict] | None = None, progress: bool = True) -> list[dict]:
+                   on_epoch: Callable[[int], dict] | None = None, progress: bool = True,
+                   checkpoint: str | Path | None = None) -> list[dict]:
     """Fine-tune ``verifier``'s top layers on ``pairs`` (binary cross-entropy, AdamW, linear warm-up and
-    decay). ``on_epoch(k)`` is called after each epoch (its dict is logged and returned per epoch)."""
+    decay). ``on_epoch(k)`` is called after each epoch (its dict is logged and returned per epoch).
+    ``checkpoint``: after each epoch the trained parameters, optimiser, schedule, shuffling state and
+    history are saved there, and a run that finds the file continues after its last finished epoch."""
     torch = _torch()[0]
     from tqdm.auto import tqdm
     if threads:
@@ -233,8 +236,17 @@ def train_verifier(verifier: ConceptVerifier, pairs: Sequence[tuple[str, str, fl
         opt, lambda s: min((s + 1) / warm, max(0.0, (steps - s) / max(1, steps - warm))))
     loss_fn = torch.nn.BCEWithLogitsLoss()
     rng = random.Random(seed)
-    history = []
-    for epoch in range(epochs):
+    history: list[dict] = []
+    checkpoint = Path(checkpoint) if checkpoint is not None else None
+    if checkpoint is not None and checkpoint.is_file():
+        state = torch.load(checkpoint, weights_only=False)
+        model.load_state_dict(state["params"], strict=False)
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        rng.setstate(state["rng"])
+        history = state["history"]
+        log.info("verifier: resuming after epoch %d from %s", len(history), checkpoint)
+    for epoch in range(len(history), epochs):
         model.train()
         order = list(range(len(pairs)))
         rng.shuffle(order)
@@ -259,6 +271,12 @@ def train_verifier(verifier: ConceptVerifier, pairs: Sequence[tuple[str, str, fl
             entry.update(on_epoch(epoch + 1))
         log.info("verifier %s", entry)
         history.append(entry)
+        if checkpoint is not None:
+            tmp = checkpoint.with_suffix(".tmp")
+            torch.save({"params": {n: p.detach().clone() for n, p in model.named_parameters() if n in names},
+                        "opt": opt.state_dict(), "sched": sched.state_dict(), "rng": rng.getstate(),
+                        "history": history}, tmp)
+            tmp.replace(checkpoint)
     return history
 
 

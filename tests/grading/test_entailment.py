@@ -206,3 +206,36 @@ def test_train_entailment_refuses_other_data():
 
     with pytest.raises(ConfigError, match="SemEval"):
         run(compose("train_entailment", ["benchmark=mohler"]))
+
+
+def test_training_interrupted_between_epochs_resumes_to_the_same_model(tmp_path):
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from grading.embed import resolve_model_path
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(BASE_MODEL))
+    torch.manual_seed(1)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, num_labels=1, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    start = BertForSequenceClassification(config)
+    args = dict(train_layers=1, epochs=2, lr=3e-3, batch_size=16, seed=0, progress=False)
+
+    def stop_at_two(epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return {}
+
+    whole = ConceptVerifier(model=copy.deepcopy(start), tokenizer=tokenizer, max_length=32)
+    train_verifier(whole, toy_pairs(), **args)
+    cut = ConceptVerifier(model=copy.deepcopy(start), tokenizer=tokenizer, max_length=32)
+    with pytest.raises(KeyboardInterrupt):
+        train_verifier(cut, toy_pairs(), on_epoch=stop_at_two, checkpoint=tmp_path / "ckpt.pt", **args)
+    resumed = ConceptVerifier(model=copy.deepcopy(start), tokenizer=tokenizer, max_length=32)
+    calls = []
+    history = train_verifier(resumed, toy_pairs(), checkpoint=tmp_path / "ckpt.pt",
+                             on_epoch=lambda e: calls.append(e) or {}, **args)
+    assert calls == [2]  # only the unfinished epoch ran again
+    assert [h["epoch"] for h in history] == [1, 2]
+    pairs = toy_pairs(16)
+    prem, hyp = [p[0] for p in pairs], [p[1] for p in pairs]
+    np.testing.assert_allclose(resumed.logits(prem, hyp), whole.logits(prem, hyp), atol=1e-5)

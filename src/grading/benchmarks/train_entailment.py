@@ -3,7 +3,8 @@
 Training data: SemEval-2013's train split (the test splits are never read) plus generated hard negatives.
 After each epoch the verifier is scored on a concept devset (by default the dev part of concept-devset-v1,
 the place where matcher settings are chosen); the epoch with the best dev F1 is kept. Writes
-``verifier.safetensors``, ``history.json`` and ``card.md``; nothing is shipped by this script.
+``verifier.safetensors``, ``history.json`` and ``card.md``; nothing is shipped by this script. A run
+interrupted between epochs resumes from ``checkpoint.pt`` in its folder.
 """
 
 from __future__ import annotations
@@ -63,7 +64,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "command": json.loads(folder.file("run.json").read_text())["command"],
             "train_layers": cfg.train_layers, "epochs": cfg.epochs, "lr": cfg.lr, "dev_set": str(cfg.dev.answers)}
     history = train_verifier(verifier, data, cfg.train_layers, cfg.epochs, cfg.lr, cfg.train_batch_size, cfg.seed,
-                             cfg.threads, on_epoch)
+                             cfg.threads, on_epoch, checkpoint=folder.file("checkpoint.pt"))
+    for entry in history:  # a resumed run: the best epoch may be one finished before the restart
+        if entry["dev"]["f1"] > best["f1"]:
+            best.update(entry["dev"], epoch=entry["epoch"])
     folder.file("history.json").write_text(json.dumps(history, indent=1), encoding="utf-8")
     metrics = {"n_pairs": len(pairs), "n_generated": len(generated), "best_epoch": best.get("epoch"),
                "dev": {k: v for k, v in best.items() if k != "epoch"}, "history": history}
