@@ -123,6 +123,30 @@ def hard_negatives(pairs: Sequence[tuple[str, str, float]], nlp, seed: int, shar
     return out
 
 
+def with_distractors(pairs: Sequence[tuple[str, str, float]], share: float, most: int, seed: int
+                     ) -> list[tuple[str, str, float]]:
+    """``pairs`` with a ``share`` of the answers given 1..``most`` sentences of other pairs' answers (other
+    references) around them, in random order, label unchanged: an answer states a concept somewhere among
+    other statements, which SemEval's one-sentence answers never show."""
+    rng = random.Random(seed)
+    out = []
+    for answer, hyp, label in pairs:
+        if rng.random() >= share:
+            out.append((answer, hyp, label))
+            continue
+        extra, want = [], rng.randint(1, most)
+        for _ in range(20 * want):  # bounded: pairs may all share one reference
+            if len(extra) == want:
+                break
+            other = pairs[rng.randrange(len(pairs))]
+            if other[1] != hyp:
+                extra.append(other[0].strip().rstrip(".") + ".")
+        parts = [answer.strip().rstrip(".") + "."] + extra
+        rng.shuffle(parts)
+        out.append((" ".join(parts), hyp, label))
+    return out
+
+
 def _torch():
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer

@@ -25,6 +25,7 @@ from grading.entailment import (
     semeval_pairs,
     threshold_metrics,
     train_verifier,
+    with_distractors,
 )
 from grading.graders.concepts import load_nlp
 from grading.rubric import load_answers, load_rubric
@@ -42,6 +43,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     pairs = semeval_pairs(bench, "train")
     generated = hard_negatives(pairs, load_nlp(cfg.spacy_model), cfg.seed, cfg.negated_share) if cfg.negated_share else []
     data = pairs + generated
+    if cfg.distractor_share:
+        data = with_distractors(data, cfg.distractor_share, cfg.distractor_max, cfg.seed)
     if cfg.max_pairs:
         rng = np.random.default_rng(cfg.seed)
         data = [data[i] for i in rng.permutation(len(data))[:cfg.max_pairs]]
