@@ -20,6 +20,7 @@ from grading.entailment import (
     threshold_metrics,
     train_verifier,
     trainable_names,
+    with_distractors,
 )
 from grading.graders.concepts import load_nlp
 from grading.rubric import Answer, Question, Rubric
@@ -239,3 +240,18 @@ def test_training_interrupted_between_epochs_resumes_to_the_same_model(tmp_path)
     pairs = toy_pairs(16)
     prem, hyp = [p[0] for p in pairs], [p[1] for p in pairs]
     np.testing.assert_allclose(resumed.logits(prem, hyp), whole.logits(prem, hyp), atol=1e-5)
+
+
+def test_distractors_put_other_answers_around_an_answer_and_keep_its_label():
+    pairs = [("The list is sorted", "r1", 1.0), ("Mass drops out", "r2", 0.0), ("Heavy falls faster", "r3", 1.0)]
+    out = with_distractors(pairs, share=1.0, most=2, seed=0)
+    assert [(h, y) for _, h, y in out] == [(h, y) for _, h, y in pairs]
+    for (answer, hyp, _), (text, _, _) in zip(pairs, out, strict=True):
+        sentences = [t.strip() for t in text.split(".") if t.strip()]
+        assert answer in sentences and 2 <= len(sentences) <= 3
+        others = {a for a, h, _ in pairs if h != hyp}
+        assert all(t in others for t in sentences if t != answer)
+    assert with_distractors(pairs, share=0.0, most=2, seed=0) == pairs
+    # One reference for every pair: no other answer qualifies, and the answer is kept alone.
+    same = [(a, "r", y) for a, _, y in pairs]
+    assert [t for t, _, _ in with_distractors(same, share=1.0, most=2, seed=0)] == [a + "." for a, _, _ in same]
