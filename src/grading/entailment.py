@@ -237,10 +237,11 @@ class ConceptVerifier:
 
 def train_verifier(verifier: ConceptVerifier, pairs: Sequence[tuple[str, str, float]], train_layers: int,
                    epochs: int, lr: float, batch_size: int, seed: int, threads: int | None = None,
-                   on_epoch: Callable[[int], dict] | None = None, progress: bool = True,
+                   on_epoch: Callable[[int, list[dict]], dict] | None = None, progress: bool = True,
                    checkpoint: str | Path | None = None) -> list[dict]:
     """Fine-tune ``verifier``'s top layers on ``pairs`` (binary cross-entropy, AdamW, linear warm-up and
-    decay). ``on_epoch(k)`` is called after each epoch (its dict is logged and returned per epoch).
+    decay). ``on_epoch(k, history)`` is called after each epoch with the entries of the epochs before it,
+    restored ones included (its dict is logged and returned per epoch).
     ``checkpoint``: after each epoch the trained parameters, optimiser, schedule, shuffling state and
     history are saved there, and a run that finds the file continues after its last finished epoch."""
     torch = _torch()[0]
@@ -292,7 +293,7 @@ def train_verifier(verifier: ConceptVerifier, pairs: Sequence[tuple[str, str, fl
         model.eval()
         entry = {"epoch": epoch + 1, "train_loss": round(total / max(seen, 1), 5)}
         if on_epoch is not None:
-            entry.update(on_epoch(epoch + 1))
+            entry.update(on_epoch(epoch + 1, list(history)))
         log.info("verifier %s", entry)
         history.append(entry)
         if checkpoint is not None:
@@ -318,13 +319,18 @@ def concept_rows(rubric, answers) -> list[tuple[str, list[str], int]]:
     return rows
 
 
+def best_probabilities(verifier, texts: Sequence[str], phrase_lists: Sequence[Sequence[str]]) -> np.ndarray:
+    """For each text, the verifier's best probability over its list of phrases (one call for all pairs)."""
+    prem = [text for text, phrases in zip(texts, phrase_lists, strict=True) for _ in phrases]
+    hyp = [p for phrases in phrase_lists for p in phrases]
+    probs = verifier.scores(prem, hyp) if prem else np.zeros(0, dtype=np.float32)
+    bounds = np.cumsum([0] + [len(p) for p in phrase_lists])
+    return np.array([probs[a:b].max() for a, b in zip(bounds[:-1], bounds[1:], strict=True)], dtype=np.float32)
+
+
 def concept_scores(verifier: ConceptVerifier, rows: Sequence[tuple[str, list[str], int]]) -> np.ndarray:
     """Each row's best probability over its concept's phrases."""
-    prem = [text for text, phrases, _ in rows for _ in phrases]
-    hyp = [p for _, phrases, _ in rows for p in phrases]
-    probs = verifier.scores(prem, hyp)
-    bounds = np.cumsum([0] + [len(p) for _, p, _ in rows])
-    return np.array([probs[a:b].max() for a, b in zip(bounds[:-1], bounds[1:], strict=True)], dtype=np.float32)
+    return best_probabilities(verifier, [text for text, _, _ in rows], [phrases for _, phrases, _ in rows])
 
 
 def threshold_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float | None = None) -> dict[str, float]:

@@ -207,6 +207,8 @@ def test_train_entailment_refuses_other_data():
 
     with pytest.raises(ConfigError, match="SemEval"):
         run(compose("train_entailment", ["benchmark=mohler"]))
+    with pytest.raises(ConfigError, match="epochs"):
+        run(compose("train_entailment", ["epochs=0"]))
 
 
 def test_training_interrupted_between_epochs_resumes_to_the_same_model(tmp_path):
@@ -221,7 +223,7 @@ def test_training_interrupted_between_epochs_resumes_to_the_same_model(tmp_path)
     start = BertForSequenceClassification(config)
     args = dict(train_layers=1, epochs=2, lr=3e-3, batch_size=16, seed=0, progress=False)
 
-    def stop_at_two(epoch):
+    def stop_at_two(epoch, before):
         if epoch == 2:
             raise KeyboardInterrupt
         return {}
@@ -234,8 +236,8 @@ def test_training_interrupted_between_epochs_resumes_to_the_same_model(tmp_path)
     resumed = ConceptVerifier(model=copy.deepcopy(start), tokenizer=tokenizer, max_length=32)
     calls = []
     history = train_verifier(resumed, toy_pairs(), checkpoint=tmp_path / "ckpt.pt",
-                             on_epoch=lambda e: calls.append(e) or {}, **args)
-    assert calls == [2]  # only the unfinished epoch ran again
+                             on_epoch=lambda e, before: calls.append((e, [h["epoch"] for h in before])) or {}, **args)
+    assert calls == [(2, [1])]  # only the unfinished epoch ran again, knowing the restored one
     assert [h["epoch"] for h in history] == [1, 2]
     pairs = toy_pairs(16)
     prem, hyp = [p[0] for p in pairs], [p[1] for p in pairs]

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
-from grading.benchmarks.datasets import EVALUATION_ONLY, load_benchmark
+from grading.benchmarks.datasets import load_benchmark
 from grading.entailment import (
     ConceptVerifier,
     concept_rows,
@@ -36,8 +36,10 @@ log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    if cfg.benchmark.name != "semeval" or cfg.benchmark.name in EVALUATION_ONLY:
+    if cfg.benchmark.name != "semeval":
         raise ConfigError("benchmark", f"{cfg.benchmark.name}: the verifier trains on SemEval's train split only")
+    if cfg.epochs < 1:
+        raise ConfigError("epochs", f"{cfg.epochs}: the verifier is chosen among its epochs, so it needs one")
     bench = load_benchmark(cfg.benchmark, cfg.data_dir)
     folder = start_run(hydra_output_dir(cfg.out_dir), cfg)
     pairs = semeval_pairs(bench, "train")
@@ -53,13 +55,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     rows = concept_rows(rubric, load_answers(cfg.dev.answers, rubric))
     labels = np.array([r[2] for r in rows])
     verifier = ConceptVerifier(base=cfg.base_model, max_length=cfg.max_length, batch_size=cfg.batch_size)
-    best: dict[str, Any] = {"f1": -1.0}
     path = folder.file("verifier.safetensors")
 
-    def on_epoch(epoch: int) -> dict:
+    def on_epoch(epoch: int, before: list[dict]) -> dict:
+        # The weights file holds the best epoch so far, an epoch finished before a restart included.
         metrics = threshold_metrics(concept_scores(verifier, rows), labels)
-        if metrics["f1"] > best["f1"]:
-            best.update(metrics, epoch=epoch)
+        if metrics["f1"] > max((h["dev"]["f1"] for h in before), default=-1.0):
             verifier.save(path, cfg.train_layers, card={"epoch": epoch, "dev": metrics, **card})
         return {"dev": metrics}
 
@@ -68,14 +69,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "train_layers": cfg.train_layers, "epochs": cfg.epochs, "lr": cfg.lr, "dev_set": str(cfg.dev.answers)}
     history = train_verifier(verifier, data, cfg.train_layers, cfg.epochs, cfg.lr, cfg.train_batch_size, cfg.seed,
                              cfg.threads, on_epoch, checkpoint=folder.file("checkpoint.pt"))
-    for entry in history:  # a resumed run: the best epoch may be one finished before the restart
-        if entry["dev"]["f1"] > best["f1"]:
-            best.update(entry["dev"], epoch=entry["epoch"])
+    best = max(history, key=lambda h: h["dev"]["f1"])  # the first of equals, as on_epoch keeps it
     folder.file("history.json").write_text(json.dumps(history, indent=1), encoding="utf-8")
-    metrics = {"n_pairs": len(pairs), "n_generated": len(generated), "best_epoch": best.get("epoch"),
-               "dev": {k: v for k, v in best.items() if k != "epoch"}, "history": history}
+    metrics = {"n_pairs": len(pairs), "n_generated": len(generated), "best_epoch": best["epoch"],
+               "dev": best["dev"], "history": history}
     folder.file("card.md").write_text(
         "# Concept verifier\n\n" + "\n".join(f"- {k}: {v}" for k, v in card.items())
-        + f"\n- kept epoch: {best.get('epoch')}\n- dev: {metrics['dev']}\n", encoding="utf-8")
+        + f"\n- kept epoch: {best['epoch']}\n- dev: {metrics['dev']}\n", encoding="utf-8")
     folder.finish(metrics)
     return metrics

@@ -39,7 +39,7 @@ import networkx as nx
 import numpy as np
 
 from grading.embed import Embedder
-from grading.entailment import load_verifier
+from grading.entailment import best_probabilities, load_verifier
 from grading.graders.base import Grader, GradeResult
 from grading.graders.concepts import (
     SpanOptions,
@@ -201,16 +201,10 @@ class KGGrader(Grader):
         found = self._cosine_similarities(question, texts)
         if self.verifier is None or not found.concept_ids:
             return found
-        todo = np.argwhere(found.similarity >= self.verify_floor)
+        rows, cols = np.nonzero(found.similarity >= self.verify_floor)
         phrases = [list(dict.fromkeys(c.phrases)) for c in question.concepts]
-        prem = [texts[i] for i, j in todo for _ in phrases[j]]
-        hyp = [p for _, j in todo for p in phrases[j]]
-        probs = self.verifier.scores(prem, hyp) if prem else np.zeros(0, dtype=np.float32)
         entail = np.zeros_like(found.similarity)
-        start = 0
-        for i, j in todo:
-            entail[i, j] = probs[start:start + len(phrases[j])].max()
-            start += len(phrases[j])
+        entail[rows, cols] = best_probabilities(self.verifier, [texts[i] for i in rows], [phrases[j] for j in cols])
         found.similarity = entail
         found.entailment = entail
         return found
