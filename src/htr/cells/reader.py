@@ -60,6 +60,21 @@ def shifted_views(x: np.ndarray, shift: int) -> list[np.ndarray]:
     return [pad[:, s + dy * s:s + dy * s + h, s + dx * s:s + dx * s + w] for dx, dy in SHIFT_VIEWS]
 
 
+def mean_logits(model, x: np.ndarray, batch: int, shift: int = 0) -> np.ndarray:
+    """``model``'s logits (N, classes) for (N, H, W) inputs in [0, 1], averaged over the positions of
+    :func:`shifted_views` (the inputs as they are when ``shift`` is 0)."""
+    import torch
+
+    views = shifted_views(x, shift)
+    total = 0.0
+    with torch.no_grad():
+        for view in views:
+            total = total + np.concatenate([
+                model(torch.from_numpy(np.ascontiguousarray(view[i:i + batch], np.float32))[:, None]).numpy()
+                for i in range(0, len(view), batch)])
+    return total / len(views)
+
+
 def is_digit_alphabet(alphabet: str) -> bool:
     return bool(alphabet) and all(c.isdigit() for c in alphabet)
 
@@ -260,17 +275,10 @@ class CellReader:
         return self.digit_rule if self._digits(alphabet) else self.rule
 
     def _softmax(self, model, temperature: float, x: np.ndarray, batch: int, shift: int | None = None) -> np.ndarray:
-        torch = self._torch
         if not len(x):
             return np.zeros((0, len(CLASSES)), np.float32)
-        logits = 0.0
-        views = shifted_views(x, self.shift if shift is None else shift)
-        with torch.no_grad():
-            for view in views:
-                logits = logits + np.concatenate([
-                    model(torch.from_numpy(np.ascontiguousarray(view[i:i + batch], np.float32))[:, None]).numpy()
-                    for i in range(0, len(view), batch)])
-            return torch.softmax(torch.from_numpy(logits / len(views)) / temperature, dim=1).numpy()
+        logits = mean_logits(model, x, batch, self.shift if shift is None else shift)
+        return self._torch.softmax(self._torch.from_numpy(logits) / temperature, dim=1).numpy()
 
     def probs_from_inputs(self, x: np.ndarray, batch: int = 512) -> np.ndarray:
         """Pass 1's calibrated probabilities over :data:`CLASSES` for (N, 32, 32) inputs in [0, 1]."""

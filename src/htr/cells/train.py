@@ -53,7 +53,7 @@ from htr.cells.data import (
     require_families,
 )
 from htr.cells.model import load_networks, load_reader, make_net, save_reader
-from htr.cells.reader import PASS1_MIXES, RULES, AcceptRule, allowed_classes, decide_many, shifted_views
+from htr.cells.reader import PASS1_MIXES, RULES, AcceptRule, allowed_classes, decide_many, mean_logits
 from inkbase.errors import ConfigError
 from inkbase.jsonio import JsonlAppender, read_jsonl
 from inkbase.runs import start_run
@@ -111,17 +111,8 @@ def _augment(xb, rng: np.random.Generator):
 def logits_of(model, x: np.ndarray, batch: int = 1024, shift: int = 0) -> np.ndarray:
     """Logits of (N, 32, 32) uint8 cells; with ``shift`` > 0 the mean over the cells' five positions
     (:func:`htr.cells.reader.shifted_views`), as the reader reads a file calibrated with that shift."""
-    import torch
-
     model.eval()
-    views = shifted_views(x, shift)
-    total = 0.0
-    with torch.no_grad():
-        for view in views:
-            total = total + np.concatenate([
-                model(torch.from_numpy(view[i:i + batch].astype(np.float32) / 255.0)[:, None]).numpy()
-                for i in range(0, len(view), batch)])
-    return total / len(views)
+    return mean_logits(model, x.astype(np.float32) / 255.0, batch, shift)
 
 
 def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:

@@ -101,6 +101,11 @@ class TwoPass:
         return [(first[i], second[i], conf[i]) for i in range(n)]
 
 
+def _alphabet(table: Table, layout: Layout) -> str:
+    """What a table's cells may hold: digits for a student ID, else the layout's alphabet."""
+    return DIGITS if table.role == "student_id" else layout.alphabet
+
+
 def read_table(gray: np.ndarray, table: Table, reader: CellReader, search: float, alphabet: str) -> TableRead:
     fit = find_table(gray, table, search=search)
     image = rectify(gray, fit, table_margin(fit))
@@ -295,8 +300,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 print(f"error: {err}", file=sys.stderr)
                 errors_log.write({"script": script, "source": source, "problem": str(err)})
                 continue
-            page_reads = [read_table(gray, t, reader, cfg.grid.search,
-                                     DIGITS if t.role == "student_id" else layout.alphabet) for t in tables]
+            page_reads = [read_table(gray, t, reader, cfg.grid.search, _alphabet(t, layout)) for t in tables]
             if not any(tr.fit.found for tr in page_reads):
                 msg = f"{source}: no answer table found near the layout boxes ({', '.join(t.id for t in tables)})"
                 print(f"error: {msg}", file=sys.stderr)
@@ -316,7 +320,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                   file=sys.stderr)
         for tr in reads:
             is_id = tr.table.role == "student_id"
-            alphabet = DIGITS if is_id else layout.alphabet
+            alphabet = _alphabet(tr.table, layout)
             if is_id:
                 keys = list(ident.student_id) if ident and ident.student_id else [None] * len(tr.crops)
             else:
