@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 
 from htr.cells.model import CellNet, load_reader, save_reader
 from htr.cells.train import fit_temperature, simulate_keys
-from inkbase.errors import InputError
+from inkbase.errors import ConfigError, InputError
 
 
 def test_weights_round_trip(tmp_path):
@@ -301,7 +303,7 @@ def test_a_digit_pass1_needs_a_specialist_in_the_file(tmp_path):
 def test_a_mean_pass1_mix_needs_its_temperature(tmp_path):
     from htr.cells.model import CellGapNet, CellNet, save_reader
     from htr.cells.reader import CellReader
-    from inkbase.errors import InputError
+    from inkbase.errors import ConfigError, InputError
 
     cal = {"rule": "product", "temperature": 1.0, "temperature2": 1.0, "verify_threshold": 0.6, "accept_threshold": 0.98}
     nets = (CellGapNet(width=4), CellNet(width=4), CellNet(width=4), CellGapNet(width=4))
@@ -364,3 +366,48 @@ def test_a_digit_shift_applies_to_digit_tables_only(tmp_path):
     np.testing.assert_allclose(letters, reader._softmax(nets[1].eval(), 1.0, x, 512, 0), atol=1e-3)
     with pytest.raises(InputError, match="calibration.digits.shift"):
         CellReader(save_reader(tmp_path / "e.safetensors", nets[0], {**cal, "digits": {**cal, "shift": "1"}}, *nets[1:]))
+
+
+def test_chunked_rendering_gives_the_same_cells_for_any_number_of_workers(tmp_path, pypi_val_fonts):
+    from htr.cells import train
+    from htr.cells.data import cell_fonts
+
+    cfg = _cfg(tmp_path, "data.mnist_share=0", "data.render_chunks=3")
+    fonts = cell_fonts("val")
+    kwargs = dict(mnist=None, mnist_share=0.0, empty_share=0.06, crossed_share=0.06, digit_share=0.4,
+                  lowres_prob=0.3, thickness_prob=0.3, warp_prob=0.0)
+    one = train._render_chunks(fonts, 10, 5, 3, 1, kwargs)
+    two = train._render_chunks(fonts, 10, 5, 3, 2, kwargs)
+    assert one[0].shape == (10, 32, 32) and np.array_equal(one[0], two[0]) and np.array_equal(one[1], two[1])
+    # Another seed draws other cells; the parts are not copies of one another.
+    assert not np.array_equal(one[0], train._render_chunks(fonts, 10, 6, 3, 1, kwargs)[0])
+    assert not np.array_equal(one[0][:3], one[0][4:7])
+    # Chunked cells are cached under their own key; the worker count is not part of it.
+    x1, _, _ = train._data("val", "val", 12, None, cfg, 1)
+    cfg.data.workers = 2
+    x2, _, _ = train._data("val", "val", 12, None, cfg, 1)
+    assert np.array_equal(x1, x2) and len(list((tmp_path / "cache").glob("cells_val_*.npz"))) == 1
+    with pytest.raises(ConfigError, match="render_chunks"):
+        train._render_chunks(fonts, 10, 5, 0, 1, kwargs)
+
+
+def test_the_cache_key_of_one_stream_is_unchanged_by_the_chunk_options(tmp_path, pypi_val_fonts):
+    """Cells rendered as one stream (every shipped reader's) keep the key they had before the chunk and
+    worker options existed, so committed runs find their cached cells."""
+    from htr.cells import train
+
+    cfg = _cfg(tmp_path, "data.mnist_share=0")
+    train._data("val", "val", 6, None, cfg, 1)
+    (path,) = (tmp_path / "cache").glob("cells_val_*.npz")
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    for key in ("warp_prob", "render_chunks", "workers"):
+        data.pop(key)
+    spec = json.dumps({"name": "val", "n": 6, "seed": 1, "data": data}, sort_keys=True)
+    assert path.name == f"cells_val_{hashlib.sha1(spec.encode()).hexdigest()[:12]}.npz"
+
+
+def test_a_device_that_is_not_there_is_refused(tmp_path, pypi_val_fonts):
+    from htr.cells import train
+
+    with pytest.raises(ConfigError, match="trainer.device"):
+        train.run(_cfg(tmp_path, "data.mnist_share=0", "trainer.device=nonsense"))

@@ -66,12 +66,13 @@ def mean_logits(model, x: np.ndarray, batch: int, shift: int = 0) -> np.ndarray:
     import torch
 
     views = shifted_views(x, shift)
+    device = next(model.parameters()).device  # where the network is (a GPU while it trains)
     total = 0.0
     with torch.no_grad():
         for view in views:
             total = total + np.concatenate([
-                model(torch.from_numpy(np.ascontiguousarray(view[i:i + batch], np.float32))[:, None]).numpy()
-                for i in range(0, len(view), batch)])
+                model(torch.from_numpy(np.ascontiguousarray(view[i:i + batch], np.float32))[:, None].to(device))
+                .cpu().numpy() for i in range(0, len(view), batch)])
     return total / len(views)
 
 

@@ -77,9 +77,15 @@ def _data(name: str, fonts_split: str, n: int, mnist, cfg: DictConfig, seed: int
     warp = float(data.pop("warp_prob", None) or 0.0)
     if name != "train":  # validation cells are never warped: the same cells, and key, as earlier runs'
         warp = 0.0
+    # How the cells are rendered in parallel does not decide them when chunks are fixed; without chunks
+    # (one seeded stream, every earlier run) the key stays what it was.
+    chunks = data.pop("render_chunks", None)
+    data.pop("workers", None)
     spec = {"name": name, "n": n, "seed": seed, "data": data}
     if warp:
         spec["warp_prob"] = warp
+    if chunks:
+        spec["render_chunks"] = int(chunks)
     spec = json.dumps(spec, sort_keys=True)
     path = Path(cfg.data.cache_dir) / f"cells_{name}_{hashlib.sha1(spec.encode()).hexdigest()[:12]}.npz"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -90,13 +96,41 @@ def _data(name: str, fonts_split: str, n: int, mnist, cfg: DictConfig, seed: int
     if fonts_split == "val":
         require_families("val", fonts)
     d = cfg.data
-    x, y = render_set(fonts, n, np.random.default_rng(seed), mnist=mnist, mnist_share=d.mnist_share,
-                      empty_share=d.empty_share, crossed_share=d.crossed_share, digit_share=d.digit_share,
-                      lowres_prob=d.lowres_prob, thickness_prob=d.thickness_prob, warp_prob=warp, progress=True)
+    kwargs = dict(mnist=mnist, mnist_share=d.mnist_share, empty_share=d.empty_share, crossed_share=d.crossed_share,
+                  digit_share=d.digit_share, lowres_prob=d.lowres_prob, thickness_prob=d.thickness_prob,
+                  warp_prob=warp)
+    if chunks:
+        x, y = _render_chunks(fonts, n, seed, int(chunks), int(d.get("workers") or 1), kwargs)
+    else:
+        x, y = render_set(fonts, n, np.random.default_rng(seed), progress=True, **kwargs)
     tmp = path.with_suffix(".tmp.npz")
     np.savez_compressed(tmp, x=x, y=y, fonts=np.asarray([f.name for f in fonts]))
     tmp.replace(path)
     return x, y, [f.name for f in fonts]
+
+
+def _render_chunk(args) -> tuple[np.ndarray, np.ndarray]:
+    fonts, n, seed, kwargs = args
+    return render_set(fonts, n, np.random.default_rng(seed), **kwargs)
+
+
+def _render_chunks(fonts, n: int, seed: int, chunks: int, workers: int, kwargs) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` cells as ``chunks`` parts, part i drawn from the stream ``(seed, i)``: the same cells for any
+    number of ``workers`` (processes rendering parts side by side)."""
+    if chunks < 1 or workers < 1:
+        raise ConfigError("data.render_chunks", f"chunks ({chunks}) and workers ({workers}) must be at least 1")
+    sizes = [n // chunks + (i < n % chunks) for i in range(chunks)]
+    jobs = [(fonts, size, np.random.SeedSequence([seed, i]), kwargs) for i, size in enumerate(sizes)]
+    from tqdm import tqdm
+
+    if workers == 1:
+        parts = [_render_chunk(j) for j in tqdm(jobs, desc="render cells", mininterval=5)]
+    else:
+        import multiprocessing
+
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            parts = list(tqdm(pool.imap(_render_chunk, jobs), total=len(jobs), desc="render cells", mininterval=5))
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 def _augment(xb, rng: np.random.Generator):
@@ -106,6 +140,19 @@ def _augment(xb, rng: np.random.Generator):
     pad = torch.nn.functional.pad(xb, (2, 2, 2, 2))
     dx, dy = rng.integers(0, 5, 2)
     return pad[:, :, dy:dy + xb.shape[2], dx:dx + xb.shape[3]]
+
+
+def _device(name: str):
+    """``trainer.device``: cpu (the default; every shipped network was trained so) or a torch device such as
+    cuda; a device that is not there is a ``ConfigError``."""
+    import torch
+
+    try:
+        device = torch.device(name)
+        torch.empty(1, device=device)
+    except (RuntimeError, AssertionError) as err:
+        raise ConfigError("trainer.device", f"{name!r} cannot be used here: {err}") from err
+    return device
 
 
 def logits_of(model, x: np.ndarray, batch: int = 1024, shift: int = 0) -> np.ndarray:
@@ -309,6 +356,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(int(cfg.threads))
+    device = _device(str(cfg.trainer.get("device") or "cpu"))
     folder = start_run(cfg.out_dir, cfg)
     use_mnist = cfg.data.mnist_share > 0
     mnist_train, mnist_val = _mnist_split(cfg.data.mnist_dir, cfg.data.split_seed) if use_mnist else (None, None)
@@ -322,6 +370,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     model = make_net(cfg.model.arch, cfg.model.width, len(CLASSES))
     if cfg.trainer.get("init_weights"):  # a second stage continues from a finished reader
         model.load_state_dict(load_reader(cfg.trainer.init_weights)[0].state_dict())
+    model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.trainer.lr, weight_decay=cfg.trainer.weight_decay)
     steps_per_epoch = (len(xtr) + cfg.trainer.batch_size - 1) // cfg.trainer.batch_size
     # epochs=0 (calibrating a finished network) has no schedule: OneCycleLR refuses zero steps.
@@ -330,20 +379,20 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     ckpt = folder.file("checkpoint.pt")
     start = 0
     if ckpt.exists():
-        state = torch.load(ckpt, weights_only=False)
+        state = torch.load(ckpt, weights_only=False, map_location=device)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
         start = state["epoch"]
     history = JsonlAppender(folder.file("history.jsonl"))
-    xt = torch.from_numpy(xtr)
-    yt = torch.from_numpy(ytr)
+    xt = torch.from_numpy(xtr).to(device)
+    yt = torch.from_numpy(ytr).to(device)
     from tqdm import tqdm
 
     for epoch in range(start, cfg.trainer.epochs):
         rng = np.random.default_rng(cfg.seed * 1000 + epoch)
         model.train()
-        order = torch.from_numpy(rng.permutation(len(xtr)))
+        order = torch.from_numpy(rng.permutation(len(xtr))).to(device)
         t0, total = time.time(), 0.0
         for i in tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}", mininterval=10):
             idx = order[i * cfg.trainer.batch_size:(i + 1) * cfg.trainer.batch_size]
@@ -353,12 +402,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             loss.backward()
             opt.step()
             sched.step()
-            total += float(loss.detach()) * len(idx)
+            total = total + loss.detach() * len(idx)  # a tensor: no wait for the device on each step
         val_acc = float((logits_of(model, xva).argmax(1) == yva).mean())
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                     "epoch": epoch + 1}, ckpt)
-        history.write({"epoch": epoch + 1, "train_loss": total / len(xtr), "val_accuracy": val_acc,
+        history.write({"epoch": epoch + 1, "train_loss": float(total) / len(xtr), "val_accuracy": val_acc,
                         "seconds": time.time() - t0})
+    model.cpu()  # calibrated, saved and paired where the reader runs
     logits = logits_of(model, xva)
     cal = calibrate(logits, yva, cfg)
     metrics: dict[str, Any] = {"calibration": cal}
