@@ -303,7 +303,7 @@ def test_a_digit_pass1_needs_a_specialist_in_the_file(tmp_path):
 def test_a_mean_pass1_mix_needs_its_temperature(tmp_path):
     from htr.cells.model import CellGapNet, CellNet, save_reader
     from htr.cells.reader import CellReader
-    from inkbase.errors import ConfigError, InputError
+    from inkbase.errors import InputError
 
     cal = {"rule": "product", "temperature": 1.0, "temperature2": 1.0, "verify_threshold": 0.6, "accept_threshold": 0.98}
     nets = (CellGapNet(width=4), CellNet(width=4), CellNet(width=4), CellGapNet(width=4))
