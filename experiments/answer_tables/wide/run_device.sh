@@ -14,7 +14,7 @@ export INKGRADE_FONT_DIR=$ROOT/.gpu/fonts INKGRADE_MNIST_DIR=$ROOT/.gpu/mnist PY
 RUNS=/tmp/inkgrade_wide
 mkdir -p "$RUNS" "$OUT_DIR"
 if [ "$SCALE" = full ]; then
-  DEV=cuda; G=400000; D=250000; E=10; NV=8000; CH=40; WG=5; WD=3; BS=512
+  DEV=cuda; G=400000; D=250000; E=10; NV=8000; CH=40; WG=${WG:-5}; WD=${WD:-3}; BS=512
 else
   DEV=${DEV:-cpu}; G=400; D=300; E=2; NV=200; CH=4; WG=2; WD=1; BS=64
 fi
@@ -27,6 +27,7 @@ print("fonts train", len(fonts), "val", len(val))
 PY
 train() {
   local name=$1; shift
+  case " ${ONLY:-$name} " in *" $name "*) ;; *) return 0 ;; esac   # ONLY="a b": just those runs
   local t0=$SECONDS
   timeout "$LIMIT" ${PY:-python3} scripts/train_cells.py out_dir="$RUNS/$name" trainer.device=$DEV threads=2 \
     data.n_val=$NV data.render_chunks=$CH trainer.epochs=$E trainer.batch_size=$BS \
@@ -41,7 +42,7 @@ train digits_pass1 model.arch=gapnet model.width=32 seed=23 data.n_train=$D data
   data.digit_share=1.0 data.warp_prob=0.7 &
 wait
 # Bring back each run's weights, metrics and logs; a run stopped by the limit brings its last epoch's network.
-for name in general_pass2 general_pass1 digits_pass2 digits_pass1; do
+for name in ${ONLY:-general_pass2 general_pass1 digits_pass2 digits_pass1}; do
   ${PY:-python3} - "$RUNS/$name" <<'PY'
 import sys, torch
 from pathlib import Path

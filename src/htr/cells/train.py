@@ -35,6 +35,7 @@ with and without it.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -103,7 +104,8 @@ def _data(name: str, fonts_split: str, n: int, mnist, cfg: DictConfig, seed: int
         x, y = _render_chunks(fonts, n, seed, int(chunks), int(d.get("workers") or 1), kwargs)
     else:
         x, y = render_set(fonts, n, np.random.default_rng(seed), progress=True, **kwargs)
-    tmp = path.with_suffix(".tmp.npz")
+    # A name of this process's own: runs side by side may render the same cells at once.
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
     np.savez_compressed(tmp, x=x, y=y, fonts=np.asarray([f.name for f in fonts]))
     tmp.replace(path)
     return x, y, [f.name for f in fonts]
