@@ -184,9 +184,11 @@ def test_split_is_by_family_and_disjoint():
 @pytest.mark.skipif(not DEFAULT_WEIGHTS.is_file(), reason="shipped weights missing")
 def test_shipped_reader_reads_clear_letters():
     reader = CellReader()
-    assert DEFAULT_WEIGHTS.stat().st_size < 5_000_000
+    # Every shipped weights file together stays under the project's 25 MB.
+    assert sum(f.stat().st_size for f in DEFAULT_WEIGHTS.parent.parent.rglob("*.safetensors")) < 25_000_000
     assert 0.5 <= reader.verify_threshold <= 1 and 0.5 <= reader.accept_threshold <= 1
-    assert reader.rule == AcceptRule("product", 0.6, 0.98)  # chosen on the validation cells (model card)
+    assert reader.rule == AcceptRule("product", 0.5, 0.98)  # chosen on the validation cells (model card)
+    assert (reader.model.width, reader.model2.width) == (48, 48)
     font = next(f for f in cell_fonts("test") if f.family == "Indie Flower")  # a held-out hand
     rng = np.random.default_rng(3)
     letters = "ABCDEFGHKMRTXZ"
@@ -205,6 +207,8 @@ def test_shipped_reader_reads_digits_with_its_digit_specialist():
     reader = CellReader()
     assert reader.model_digits is not None and reader.model_digits.width == 24
     assert reader.model_digits1 is not None and reader.pass1_mix == "mean"
+    # The digit tables' mean keeps the general pass 1 it was calibrated with (the file's pass 1 is newer).
+    assert reader.model_digits_mix is not None and reader.model_digits_mix.width == 16
     # Digit tables: thresholds chosen on the digit validation cells (model card); letters keep theirs.
     assert reader.rule_for("0123456789") == AcceptRule("product", 0.5, 0.97)
     assert (reader.shift, reader.digit_shift) == (0, 1)  # digit tables read each cell at five positions

@@ -411,3 +411,38 @@ def test_a_device_that_is_not_there_is_refused(tmp_path, pypi_val_fonts):
 
     with pytest.raises(ConfigError, match="trainer.device"):
         train.run(_cfg(tmp_path, "data.mnist_share=0", "trainer.device=nonsense"))
+
+
+def test_a_digit_mix_network_replaces_pass_1_in_the_digit_mean_only(tmp_path):
+    """A file whose general pass 1 was replaced keeps the earlier one for the digit tables' mean."""
+    from htr.cells.model import CellGapNet, load_networks
+    from htr.cells.reader import CellReader
+
+    import torch
+
+    torch.manual_seed(0)
+    general1, general2, spec, digit1, old1 = (CellGapNet(width=4), CellNet(width=4), CellNet(width=4),
+                                              CellGapNet(width=4), CellGapNet(width=4))
+    with torch.no_grad():  # the two pass-1 networks disagree clearly
+        for p in old1.parameters():
+            p.mul_(3.0)
+    cal = {"rule": "product", "temperature": 1.0, "temperature2": 1.0, "verify_threshold": 0.6, "accept_threshold": 0.98}
+    digits = {**cal, "pass1_mix": "mean", "temperature_digits_pass1": 1.0}
+    path = save_reader(tmp_path / "m.safetensors", general1, {**cal, "digits": digits}, general2, spec, digit1, old1)
+    nets, meta = load_networks(path)
+    assert len(nets) == 5 and meta["has_digits_mix"]
+    reader = CellReader(path)
+    x = (np.random.default_rng(2).random((3, 32, 32)) > 0.8).astype(np.float32)
+    p1, _ = reader.pass_probs_from_inputs(x, alphabet="0123456789")
+    want = (reader._softmax(old1.eval(), 1.0, x, 512, 0) + reader._softmax(digit1.eval(), 1.0, x, 512, 0)) / 2
+    np.testing.assert_allclose(p1, want, atol=1e-3)
+    with_general = (reader._softmax(general1.eval(), 1.0, x, 512, 0) + reader._softmax(digit1, 1.0, x, 512, 0)) / 2
+    assert np.abs(p1 - with_general).max() > 0.01
+    letters, _ = reader.pass_probs_from_inputs(x, alphabet="ABC")
+    np.testing.assert_allclose(letters, reader._softmax(general1, 1.0, x, 512, 0), atol=1e-3)
+    # Without a digit pass 1 there is no mean for it to join; without the mean it would be unused.
+    with pytest.raises(ValueError, match="digit mix"):
+        save_reader(tmp_path / "n.safetensors", general1, cal, general2, spec, None, old1)
+    with pytest.raises(InputError, match="pass1_mix"):
+        CellReader(save_reader(tmp_path / "o.safetensors", general1,
+                               {**cal, "digits": {**digits, "pass1_mix": "none"}}, general2, spec, digit1, old1))

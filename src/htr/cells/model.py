@@ -84,14 +84,17 @@ def _arch(model: nn.Module) -> str:
 
 def save_reader(path: str | Path, model: nn.Module, calibration: dict[str, Any],
                 model2: nn.Module | None = None, digits: nn.Module | None = None,
-                digits_pass1: nn.Module | None = None) -> Path:
-    """Write ``model`` (and the second pass's ``model2``, the digit specialist ``digits`` and the digit
-    tables' pass-1 network ``digits_pass1``) as fp16 safetensors with the classes, the architectures and
-    ``calibration`` in the metadata."""
+                digits_pass1: nn.Module | None = None, digits_mix: nn.Module | None = None) -> Path:
+    """Write ``model`` (and the second pass's ``model2``, the digit specialist ``digits``, the digit
+    tables' pass-1 network ``digits_pass1`` and ``digits_mix``, the network averaged with it in place of
+    ``model`` when the digit tables keep an earlier general pass 1) as fp16 safetensors with the classes,
+    the architectures and ``calibration`` in the metadata."""
     from safetensors.torch import save_file
 
     if digits_pass1 is not None and (model2 is None or digits is None):
         raise ValueError("a digit pass 1 joins a two-network reader with a digit specialist")
+    if digits_mix is not None and digits_pass1 is None:
+        raise ValueError("a digit mix network joins a reader with a digit pass 1")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     nets = {"": model} if model2 is None else {"pass1.": model, "pass2.": model2}
@@ -99,6 +102,8 @@ def save_reader(path: str | Path, model: nn.Module, calibration: dict[str, Any],
         nets["digits."] = digits
     if digits_pass1 is not None:
         nets["digits_pass1."] = digits_pass1
+    if digits_mix is not None:
+        nets["digits_mix."] = digits_mix
     tensors = {p + k: (v.half() if v.is_floating_point() else v).contiguous()
                for p, net in nets.items() for k, v in net.state_dict().items()}
     meta = {"classes": json.dumps(list(CLASSES)), "input_size": str(INPUT_SIZE), "width": str(model.width),
@@ -109,6 +114,8 @@ def save_reader(path: str | Path, model: nn.Module, calibration: dict[str, Any],
         meta.update({"arch_digits": _arch(digits), "width_digits": str(digits.width)})
     if digits_pass1 is not None:
         meta.update({"arch_digits_pass1": _arch(digits_pass1), "width_digits_pass1": str(digits_pass1.width)})
+    if digits_mix is not None:
+        meta.update({"arch_digits_mix": _arch(digits_mix), "width_digits_mix": str(digits_mix.width)})
     tmp = path.with_suffix(".tmp")
     save_file(tensors, str(tmp), metadata=meta)
     tmp.replace(path)
@@ -116,9 +123,9 @@ def save_reader(path: str | Path, model: nn.Module, calibration: dict[str, Any],
 
 
 def load_networks(path: str | Path) -> tuple[list[nn.Module], dict[str, Any]]:
-    """The networks of a weights file (one, or pass 1's and pass 2's, then the digit specialist and the digit
-    pass 1 where there are; fp32, eval mode) and its metadata (classes, calibration, ``has_digits``,
-    ``has_digits_pass1``)."""
+    """The networks of a weights file (one, or pass 1's and pass 2's, then the digit specialist, the digit
+    pass 1 and the digit mix network where there are; fp32, eval mode) and its metadata (classes,
+    calibration, ``has_digits``, ``has_digits_pass1``, ``has_digits_mix``)."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
@@ -138,6 +145,8 @@ def load_networks(path: str | Path) -> tuple[list[nn.Module], dict[str, Any]]:
         specs.append(("digits.", meta["arch_digits"], meta["width_digits"]))
     if "arch_digits_pass1" in meta:
         specs.append(("digits_pass1.", meta["arch_digits_pass1"], meta["width_digits_pass1"]))
+    if "arch_digits_mix" in meta:
+        specs.append(("digits_mix.", meta["arch_digits_mix"], meta["width_digits_mix"]))
     nets = []
     for prefix, arch, width in specs:
         if arch not in ARCHS:
@@ -145,12 +154,13 @@ def load_networks(path: str | Path) -> tuple[list[nn.Module], dict[str, Any]]:
         net = make_net(arch, int(width), len(classes))
         # A one-network file has no prefix: its tensors are those of no named network.
         own = {k[len(prefix):]: v for k, v in tensors.items()
-               if (k.startswith(prefix) if prefix else not k.startswith(("pass1.", "pass2.", "digits.", "digits_pass1.")))}
+               if (k.startswith(prefix) if prefix else not k.startswith(("pass1.", "pass2.", "digits.", "digits_pass1.", "digits_mix.")))}
         net.load_state_dict(own)
         net.eval()
         nets.append(net)
     return nets, {"classes": classes, "calibration": json.loads(meta.get("calibration", "{}")),
-                  "has_digits": "arch_digits" in meta, "has_digits_pass1": "arch_digits_pass1" in meta}
+                  "has_digits": "arch_digits" in meta, "has_digits_pass1": "arch_digits_pass1" in meta,
+                  "has_digits_mix": "arch_digits_mix" in meta}
 
 
 def load_reader(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:

@@ -252,7 +252,9 @@ class CellReader:
         self.verify_threshold = self.rule.verify_threshold
         self.accept_threshold = self.rule.accept_threshold
         self.model_digits = nets[2] if meta["has_digits"] else None
-        self.model_digits1 = nets[-1] if meta.get("has_digits_pass1") else None
+        self.model_digits1 = nets[3] if meta.get("has_digits_pass1") else None
+        # The general pass 1 the digit tables' mean was calibrated with, where the file's pass 1 is newer.
+        self.model_digits_mix = nets[4] if meta.get("has_digits_mix") else None
         self.digits = cal.get("digits")
         if (self.model_digits is not None or self.model_digits1 is not None) and self.digits is None:
             raise InputError(self.path, "calibration.digits", "missing for the file's digit network")
@@ -266,6 +268,8 @@ class CellReader:
                                  f"{self.pass1_mix!r} is not one of {', '.join(PASS1_MIXES)}")
             if self.pass1_mix == "mean" and (self.model_digits1 is None or "temperature_digits_pass1" not in self.digits):
                 raise InputError(self.path, "calibration.digits.pass1_mix", "mean needs a digit pass 1 and its temperature")
+            if self.model_digits_mix is not None and self.pass1_mix != "mean":
+                raise InputError(self.path, "calibration.digits.pass1_mix", "a digit mix network needs the mean")
         self._torch = torch
 
     def _digits(self, alphabet: str | None) -> bool:
@@ -291,6 +295,8 @@ class CellReader:
         a table with ``alphabet`` (None: the general reading)."""
         if self._digits(alphabet):
             first = self.model if self.model_digits1 is None or self.pass1_mix == "mean" else self.model_digits1
+            if self.pass1_mix == "mean" and self.model_digits_mix is not None:
+                first = self.model_digits_mix
             second = next(m for m in (self.model_digits, self.model2, self.model) if m is not None)
             k = self.digit_shift
             p1 = self._softmax(first, float(self.digits["temperature"]), x, batch, k)
