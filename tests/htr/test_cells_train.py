@@ -415,10 +415,10 @@ def test_a_device_that_is_not_there_is_refused(tmp_path, pypi_val_fonts):
 
 def test_a_digit_mix_network_replaces_pass_1_in_the_digit_mean_only(tmp_path):
     """A file whose general pass 1 was replaced keeps the earlier one for the digit tables' mean."""
+    import torch
+
     from htr.cells.model import CellGapNet, load_networks
     from htr.cells.reader import CellReader
-
-    import torch
 
     torch.manual_seed(0)
     general1, general2, spec, digit1, old1 = (CellGapNet(width=4), CellNet(width=4), CellNet(width=4),
