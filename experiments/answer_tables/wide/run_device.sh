@@ -2,7 +2,7 @@
 # Train four wider cell-reader networks side by side on one GPU (PLAN.md): the general pass 1 and pass 2 and
 # the digit pass 1 and digit specialist, each on more rendered cells than a CPU run can afford.
 # Run from the repository root with the font cache, MNIST and the pure-Python packages the machine lacks in
-# .gpu/ (PLAN.md, "How it was run"); SCALE=tiny runs the same steps on a few hundred cells on a CPU.
+# .gpu/ (PLAN.md, "How it was run": prepare_carry.sh); SCALE=tiny runs the same steps on a few hundred cells on a CPU.
 #   bash experiments/answer_tables/wide/run_device.sh <out_dir>
 set -u
 OUT_DIR=${1:?out_dir}
