@@ -211,7 +211,7 @@ def test_shipped_reader_reads_digits_with_its_digit_specialist():
     assert reader.model_digits_mix is not None and reader.model_digits_mix.width == 16
     # Digit tables: thresholds chosen on the digit validation cells (model card); letters keep theirs.
     assert reader.rule_for("0123456789") == AcceptRule("product", 0.5, 0.97)
-    assert (reader.shift, reader.digit_shift) == (0, 1)  # digit tables read each cell at five positions
+    assert (reader.shift, reader.digit_shift) == (1, 1)  # every table reads each cell at five positions
     assert reader.rule_for("ABCDEFGH") is reader.rule
     font = next(f for f in cell_fonts("test") if f.family == "Indie Flower")  # a held-out hand
     rng = np.random.default_rng(5)
