@@ -446,3 +446,20 @@ def test_a_digit_mix_network_replaces_pass_1_in_the_digit_mean_only(tmp_path):
     with pytest.raises(InputError, match="pass1_mix"):
         CellReader(save_reader(tmp_path / "o.safetensors", general1,
                                {**cal, "digits": {**digits, "pass1_mix": "none"}}, general2, spec, digit1, old1))
+
+
+def test_the_threshold_grid_is_configurable_and_checked(tmp_path):
+    from htr.cells import train
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 36, 300)
+    logits = rng.normal(0, 1, (300, 38))
+    logits[np.arange(300), y] += 4.0
+    cfg = _cfg(tmp_path, "calibration.key_draws=1", "calibration.grid=[0.25]")
+    cal = train.calibrate(logits, y, cfg, logits + rng.normal(0, 0.5, logits.shape))
+    assert (cal["verify_threshold"], cal["accept_threshold"]) == (0.25, 0.25)
+    cfg.calibration.grid = None  # the default grid
+    assert train.calibrate(logits, y, cfg)["verify_threshold"] in train.THRESHOLD_GRID
+    cfg.calibration.grid = [0.5, 1.5]
+    with pytest.raises(ConfigError, match="calibration.grid"):
+        train.calibrate(logits, y, cfg)

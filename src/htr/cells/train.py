@@ -144,6 +144,10 @@ def _augment(xb, rng: np.random.Generator):
     return pad[:, :, dy:dy + xb.shape[2], dx:dx + xb.shape[3]]
 
 
+# The thresholds calibration tries for the key and for another reading (``calibration.grid`` replaces them).
+THRESHOLD_GRID = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 0.995, 0.998, 0.999)
+
+
 def _device(name: str):
     """``trainer.device``: cpu (the default; every shipped network was trained so) or a torch device such as
     cuda; a device that is not there is a ``ConfigError``."""
@@ -332,7 +336,9 @@ def calibrate(logits: np.ndarray, y: np.ndarray, cfg: DictConfig, logits2: np.nd
     rule_name = str(cfg.calibration.get("rule", "verify"))
     if rule_name not in RULES:
         raise ConfigError("calibration.rule", f"{rule_name!r} is not one of {', '.join(RULES)}")
-    grid = [0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 0.995, 0.998, 0.999]
+    grid = [float(v) for v in (cfg.calibration.get("grid") or THRESHOLD_GRID)]
+    if not grid or any(not 0 < v <= 1 for v in grid):
+        raise ConfigError("calibration.grid", f"{grid} must be thresholds in (0, 1]")
     best = None
     for v in grid:
         for a in grid:
