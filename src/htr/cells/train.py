@@ -6,8 +6,9 @@ Steps, each resumable in the run folder:
    ``data.split_seed``) and the validation cells (validation fonts + the other 1,000 MNIST digits, drawn
    with ``data.val_seed``, so every reader trained from this config is compared on the same cells),
    cached in ``data.cache_dir``;
-2. train the CNN (``model.arch``) on one CPU core, checkpointing every epoch (``checkpoint.pt``; a restart
-   resumes); ``trainer.epochs=0`` with ``trainer.init_weights`` only calibrates an existing network;
+2. train the CNN (``model.arch``) on one CPU core, or on ``trainer.device`` (e.g. cuda), checkpointing every
+   epoch (``checkpoint.pt``; a restart resumes); ``trainer.epochs=0`` with ``trainer.init_weights`` only
+   calibrates an existing network;
 3. calibrate on the validation cells: the softmax temperature (minimum NLL), then the verification and
    acceptance thresholds (fewest flagged cells with the error rate among accepted cells at most
    ``calibration.target_error``, keys drawn as right with ``calibration.key_right_share``);
