@@ -99,7 +99,6 @@ class ConceptSimilarities:
     similarity: np.ndarray  # (n_answers, n_concepts)
     best_span: list[list[str]]
     cosine: np.ndarray | None = None  # (n_answers, n_concepts); None: equal to similarity
-    entailment: np.ndarray | None = None  # (n_answers, n_concepts) verifier probabilities; None: no verifier
 
 
 @dataclass
@@ -205,8 +204,7 @@ class KGGrader(Grader):
         phrases = [list(dict.fromkeys(c.phrases)) for c in question.concepts]
         entail = np.zeros_like(found.similarity)
         entail[rows, cols] = best_probabilities(self.verifier, [texts[i] for i in rows], [phrases[j] for j in cols])
-        found.similarity = entail
-        found.entailment = entail
+        found.similarity = entail  # the score is the verifier's probability; the spans keep their cosine
         return found
 
     def _cosine_similarities(self, question: Question, texts: list[str]) -> ConceptSimilarities:
@@ -270,11 +268,12 @@ class KGGrader(Grader):
         return found.result(ids)
 
     def explain(self, question: Question, sims: np.ndarray, best: list[str], graph: nx.DiGraph | None = None,
-                text: str | None = None, cosine: np.ndarray | None = None, entailment: np.ndarray | None = None,
+                text: str | None = None, cosine: np.ndarray | None = None,
                 ) -> tuple[float, list[str], list[str], dict[str, Any]]:
         """S_KG, matched ids, missing ids and the explanation keys for one answer's scores (``sims``; the
-        spans' own ``cosine`` where the score differs from it). With the answer's ``text``, each concept's
-        span is quoted from it, with its ``start``/``end`` characters."""
+        spans' own ``cosine`` where the score differs from it; with a verifier ``sims`` are its probabilities,
+        reported as ``entailment``). With the answer's ``text``, each concept's span is quoted from it, with
+        its ``start``/``end`` characters."""
         graph = graph if graph is not None else rubric_graph(question)
         ids = [c.id for c in question.concepts]
         matched = [cid for cid, s in zip(ids, sims, strict=True) if s >= self.threshold]
@@ -283,8 +282,8 @@ class KGGrader(Grader):
         cosine = sims if cosine is None else cosine
         entry = {cid: {"id": cid, "span": span, "similarity": round(float(c), 4)}
                  for cid, c, span in zip(ids, cosine, best, strict=True)}
-        if entailment is not None:
-            for cid, e in zip(ids, entailment, strict=True):
+        if self.verifier is not None:
+            for cid, e in zip(ids, sims, strict=True):
                 entry[cid]["entailment"] = round(float(e), 4)
         if self.phrase_slope:
             for cid, off in zip(ids, self._concept_phrases(question).offset, strict=True):
@@ -307,10 +306,8 @@ class KGGrader(Grader):
         graph = rubric_graph(question)
         found = self.concept_similarities(question, [a.text for a in answers])
         results = []
-        entail = found.entailment if found.entailment is not None else [None] * len(answers)
-        for answer, sims, best, cosine, ent in zip(answers, found.similarity, found.best_span, found.cosine, entail,
-                                                   strict=True):
-            s_kg, matched, missing, details = self.explain(question, sims, best, graph, answer.text, cosine, ent)
+        for answer, sims, best, cosine in zip(answers, found.similarity, found.best_span, found.cosine, strict=True):
+            s_kg, matched, missing, details = self.explain(question, sims, best, graph, answer.text, cosine)
             results.append(GradeResult(points=to_points(s_kg, question.max_points, question.granularity),
                                        max_points=question.max_points, matched=matched, missing=missing,
                                        details=details))
