@@ -389,6 +389,8 @@ def test_chunked_rendering_gives_the_same_cells_for_any_number_of_workers(tmp_pa
     assert np.array_equal(x1, x2) and len(list((tmp_path / "cache").glob("cells_val_*.npz"))) == 1
     with pytest.raises(ConfigError, match="render_chunks"):
         train._render_chunks(fonts, 10, 5, 0, 1, kwargs)
+    with pytest.raises(ConfigError, match="data.workers"):
+        train._render_chunks(fonts, 10, 5, 3, 0, kwargs)
 
 
 def test_the_cache_key_of_one_stream_is_unchanged_by_the_chunk_options(tmp_path, pypi_val_fonts):

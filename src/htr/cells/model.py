@@ -7,7 +7,9 @@ cells), so one file is the whole reader. It holds one network (both passes read 
 architectures and trained on different cells, so that their agreement is evidence. A file may also hold a
 digit specialist (tensors prefixed ``digits.``; metadata ``arch_digits``/``width_digits``), the network that
 takes pass 2 for tables whose alphabet is digits only, with its own calibration (``calibration.digits``), and a digit pass 1 (tensors prefixed ``digits_pass1.``;
-metadata ``arch_digits_pass1``/``width_digits_pass1``), the network that then takes pass 1 for those tables.
+metadata ``arch_digits_pass1``/``width_digits_pass1``), the network that then takes pass 1 for those tables,
+and a digit mix network (``digits_mix.``), the general pass 1 those tables average with the digit pass 1
+when the file's own pass 1 is newer than their calibration.
 """
 
 from __future__ import annotations
@@ -78,6 +80,11 @@ def make_net(arch: str, width: int, n_classes: int = len(CLASSES)) -> nn.Module:
     return ARCHS[arch](n_classes, width)
 
 
+# The optional networks after the general pair, in file order: tensors prefixed "<name>.", metadata
+# "arch_<name>" / "width_<name>", and "has_<name>" in what load_networks reports.
+DIGIT_SLOTS = ("digits", "digits_pass1", "digits_mix")
+
+
 def _arch(model: nn.Module) -> str:
     return next(k for k, v in ARCHS.items() if type(model) is v)
 
@@ -98,24 +105,17 @@ def save_reader(path: str | Path, model: nn.Module, calibration: dict[str, Any],
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     nets = {"": model} if model2 is None else {"pass1.": model, "pass2.": model2}
-    if digits is not None:
-        nets["digits."] = digits
-    if digits_pass1 is not None:
-        nets["digits_pass1."] = digits_pass1
-    if digits_mix is not None:
-        nets["digits_mix."] = digits_mix
+    extra = {name: net for name, net in zip(DIGIT_SLOTS, (digits, digits_pass1, digits_mix), strict=True)
+             if net is not None}
+    nets.update({f"{name}.": net for name, net in extra.items()})
     tensors = {p + k: (v.half() if v.is_floating_point() else v).contiguous()
                for p, net in nets.items() for k, v in net.state_dict().items()}
     meta = {"classes": json.dumps(list(CLASSES)), "input_size": str(INPUT_SIZE), "width": str(model.width),
             "arch": _arch(model), "calibration": json.dumps(calibration)}
     if model2 is not None:
         meta.update({"arch2": _arch(model2), "width2": str(model2.width)})
-    if digits is not None:
-        meta.update({"arch_digits": _arch(digits), "width_digits": str(digits.width)})
-    if digits_pass1 is not None:
-        meta.update({"arch_digits_pass1": _arch(digits_pass1), "width_digits_pass1": str(digits_pass1.width)})
-    if digits_mix is not None:
-        meta.update({"arch_digits_mix": _arch(digits_mix), "width_digits_mix": str(digits_mix.width)})
+    for name, net in extra.items():
+        meta.update({f"arch_{name}": _arch(net), f"width_{name}": str(net.width)})
     tmp = path.with_suffix(".tmp")
     save_file(tensors, str(tmp), metadata=meta)
     tmp.replace(path)
@@ -141,12 +141,9 @@ def load_networks(path: str | Path) -> tuple[list[nn.Module], dict[str, Any]]:
     specs = [("", meta.get("arch", "cellnet"), meta.get("width", 24))]
     if "arch2" in meta:
         specs = [("pass1.", specs[0][1], specs[0][2]), ("pass2.", meta["arch2"], meta["width2"])]
-    if "arch_digits" in meta:
-        specs.append(("digits.", meta["arch_digits"], meta["width_digits"]))
-    if "arch_digits_pass1" in meta:
-        specs.append(("digits_pass1.", meta["arch_digits_pass1"], meta["width_digits_pass1"]))
-    if "arch_digits_mix" in meta:
-        specs.append(("digits_mix.", meta["arch_digits_mix"], meta["width_digits_mix"]))
+    specs += [(f"{name}.", meta[f"arch_{name}"], meta[f"width_{name}"]) for name in DIGIT_SLOTS
+              if f"arch_{name}" in meta]
+    named = ("pass1.", "pass2.", *(f"{name}." for name in DIGIT_SLOTS))
     nets = []
     for prefix, arch, width in specs:
         if arch not in ARCHS:
@@ -154,13 +151,12 @@ def load_networks(path: str | Path) -> tuple[list[nn.Module], dict[str, Any]]:
         net = make_net(arch, int(width), len(classes))
         # A one-network file has no prefix: its tensors are those of no named network.
         own = {k[len(prefix):]: v for k, v in tensors.items()
-               if (k.startswith(prefix) if prefix else not k.startswith(("pass1.", "pass2.", "digits.", "digits_pass1.", "digits_mix.")))}
+               if (k.startswith(prefix) if prefix else not k.startswith(named))}
         net.load_state_dict(own)
         net.eval()
         nets.append(net)
     return nets, {"classes": classes, "calibration": json.loads(meta.get("calibration", "{}")),
-                  "has_digits": "arch_digits" in meta, "has_digits_pass1": "arch_digits_pass1" in meta,
-                  "has_digits_mix": "arch_digits_mix" in meta}
+                  **{f"has_{name}": f"arch_{name}" in meta for name in DIGIT_SLOTS}}
 
 
 def load_reader(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:

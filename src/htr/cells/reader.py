@@ -294,9 +294,10 @@ class CellReader:
         """Calibrated probabilities of pass 1's and pass 2's networks (the same array with one network) for
         a table with ``alphabet`` (None: the general reading)."""
         if self._digits(alphabet):
-            first = self.model if self.model_digits1 is None or self.pass1_mix == "mean" else self.model_digits1
-            if self.pass1_mix == "mean" and self.model_digits_mix is not None:
-                first = self.model_digits_mix
+            if self.pass1_mix == "mean":  # averaged below with the digit pass 1
+                first = self.model if self.model_digits_mix is None else self.model_digits_mix
+            else:
+                first = self.model if self.model_digits1 is None else self.model_digits1
             second = next(m for m in (self.model_digits, self.model2, self.model) if m is not None)
             k = self.digit_shift
             p1 = self._softmax(first, float(self.digits["temperature"]), x, batch, k)

@@ -120,8 +120,9 @@ def _render_chunk(args) -> tuple[np.ndarray, np.ndarray]:
 def _render_chunks(fonts, n: int, seed: int, chunks: int, workers: int, kwargs) -> tuple[np.ndarray, np.ndarray]:
     """``n`` cells as ``chunks`` parts, part i drawn from the stream ``(seed, i)``: the same cells for any
     number of ``workers`` (processes rendering parts side by side)."""
-    if chunks < 1 or workers < 1:
-        raise ConfigError("data.render_chunks", f"chunks ({chunks}) and workers ({workers}) must be at least 1")
+    for field, value in (("data.render_chunks", chunks), ("data.workers", workers)):
+        if value < 1:
+            raise ConfigError(field, f"{value} must be at least 1")
     sizes = [n // chunks + (i < n % chunks) for i in range(chunks)]
     jobs = [(fonts, size, np.random.SeedSequence([seed, i]), kwargs) for i, size in enumerate(sizes)]
     from tqdm import tqdm
