@@ -118,8 +118,8 @@ def semantic_scores(bench: Benchmark, train: pd.DataFrame, test: pd.DataFrame, e
     """(training-fold scores, test scores) of a semantic scorer fitted on ``train`` (or ``shipped`` when
     there is nothing to train on). Training-fold scores are in-sample; they only fit the scale map."""
     if shipped is not None:
-        train_score = shipped.predict(pair_features(embedder, _items(bench, train))) if len(train) else np.zeros(0)
-        return train_score, shipped.predict(pair_features(embedder, _items(bench, test)))
+        train_score = shipped.score(embedder, _items(bench, train)) if len(train) else np.zeros(0)
+        return train_score, shipped.score(embedder, _items(bench, test))
     examples = None
     if use_examples:
         examples = {q: Examples(list(g["answer_id"]), list(g["text"]), _fractions(bench, g))

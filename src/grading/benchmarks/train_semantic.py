@@ -5,7 +5,10 @@ for the card), or all of Mohler (which has no licence: such a model is for local
 redistributed). ASAP is evaluation only and refused. The model is reference-only (no graded examples),
 so it can grade questions it has never seen. A cross-validation by question on the training data
 (GroupKFold) estimates how it does on unseen questions, and compares zero-shot score maps on the same
-held-out questions (:func:`zero_shot_maps`). Writes ``model.json`` and ``card.md``.
+held-out questions (:func:`zero_shot_maps`). Where the training data holds several corpora (SemEval: Beetle
+and SciEntsBank), each corpus is also scored by a model fitted on the others (``cv_by_corpus``), which
+estimates how the recipe carries over to another course. ``feature_version`` / ``products`` pick the
+features (:func:`grading.graders.semantic.pair_features`). Writes ``model.json`` and ``card.md``.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from grading.benchmarks.datasets import EVALUATION_ONLY, load_benchmark
 from grading.benchmarks.metrics import classification_metrics, pearson, regression_metrics
 from grading.benchmarks.run import _fractions, _items
 from grading.grade import embedder_from_config
-from grading.graders.semantic import SCALAR_FEATURES, Item, fit_semantic, pair_features
+from grading.graders.semantic import SCALAR_FEATURES, Item, fit_semantic, pair_features, scalar_names
 from inkbase.errors import ConfigError
 from inkbase.runs import hydra_output_dir, start_run
 
@@ -43,24 +46,30 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     embedder = embedder_from_config(cfg)
     answers = bench.answers
     train = answers[answers["split"].isin(["train", "all"])].reset_index(drop=True)
-    x = pair_features(embedder, _items(bench, train))
+    version, products = str(cfg.feature_version), bool(cfg.products)
+    x = pair_features(embedder, _items(bench, train), version=version, products=products)
     y = _fractions(bench, train)
     binary = bench.task == "binary"
     scale = 1.0 if binary else float(max(q.max_points for q in bench.questions.values()))
     cv_pred = np.zeros(len(train))
     splits = list(GroupKFold(n_splits=cfg.cv_folds).split(x, y, groups=train["question_id"]))
     for tr, te in splits:
-        cv_pred[te] = fit_semantic(x[tr], y[tr], False, embedder.feature_space, seed=cfg.seed).predict(x[te])
-    metrics: dict[str, Any] = {"dataset": bench.name, "n_train": int(len(train)),
+        cv_pred[te] = fit_semantic(x[tr], y[tr], False, embedder.feature_space, seed=cfg.seed,
+                                   version=version).predict(x[te])
+    metrics: dict[str, Any] = {"dataset": bench.name, "n_train": int(len(train)), "feature_version": version,
+                               "products": products,
                                f"cv_{cfg.cv_folds}fold_by_question": _metrics(binary, cv_pred, y, scale)}
+    if train["subset"].nunique() > 1:
+        metrics["cv_by_corpus"] = by_corpus(train["subset"].to_numpy(), x, y, embedder, cfg.seed, version)
     if cfg.zero_shot_maps:
-        metrics["cv_zero_shot_maps"] = zero_shot_maps(bench, train, x, y, splits, embedder, cfg.seed)
+        metrics["cv_zero_shot_maps"] = zero_shot_maps(bench, train, x, y, splits, embedder, cfg.seed, version,
+                                                      products)
     card = {"trained_on": f"{bench.name} training data ({len(train)} answers)", "notes": bench.notes,
             "command": json.loads(folder.file("run.json").read_text())["command"], **{k: v for k, v in metrics.items() if k.startswith("cv_")}}
-    model = fit_semantic(x, y, False, embedder.feature_space, card=card, seed=cfg.seed)
+    model = fit_semantic(x, y, False, embedder.feature_space, card=card, seed=cfg.seed, version=version)
     for split in ("UA", "UQ", "UD"):
         for corpus, rows in answers[answers["split"] == split].groupby("subset"):
-            pred = model.predict(pair_features(embedder, _items(bench, rows)))
+            pred = model.score(embedder, _items(bench, rows))
             metrics[f"test_{corpus}_{split}"] = _metrics(binary, pred, _fractions(bench, rows), scale)
     model.card.update({k: v for k, v in metrics.items() if k.startswith("test_")})
     model.save(folder.file("model.json"))
@@ -70,7 +79,25 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
-def zero_shot_maps(bench, train, x: np.ndarray, y: np.ndarray, splits, embedder, seed: int) -> dict[str, Any]:
+def by_corpus(corpus: np.ndarray, x: np.ndarray, y: np.ndarray, embedder, seed: int, version: str) -> dict[str, Any]:
+    """Each corpus scored by a model fitted on the other corpora: Pearson r with the gold (and ROC AUC for
+    0/1 gold) per held-out corpus, and their mean."""
+    from sklearn.metrics import roc_auc_score
+
+    out: dict[str, Any] = {}
+    for name in sorted(set(corpus)):
+        held = corpus == name
+        pred = fit_semantic(x[~held], y[~held], False, embedder.feature_space, seed=seed, version=version
+                            ).predict(x[held])
+        out[str(name)] = {"pearson_r": round(pearson(pred, y[held]), 4)}
+        if set(np.unique(y)) <= {0.0, 1.0}:
+            out[str(name)]["roc_auc"] = round(float(roc_auc_score(y[held], pred)), 4)
+    out["mean_pearson_r"] = round(float(np.mean([v["pearson_r"] for v in out.values()])), 4)
+    return out
+
+
+def zero_shot_maps(bench, train, x: np.ndarray, y: np.ndarray, splits, embedder, seed: int,
+                   version: str = "semantic-v1", products: bool = True) -> dict[str, Any]:
     """Zero-shot score maps on questions held out of the scorer's training (the folds of ``splits``), each
     scored by the pooled Pearson r with the gold over all questions (what a zero-shot r on another
     benchmark measures) and, for 0/1 gold, ROC AUC. Per question, ``s_ref`` is the fold model's score of
@@ -81,18 +108,18 @@ def zero_shot_maps(bench, train, x: np.ndarray, y: np.ndarray, splits, embedder,
     from sklearn.metrics import roc_auc_score
 
     qids = train["question_id"].to_numpy()
-    n_scalar = len(SCALAR_FEATURES)
+    n_scalar = len(scalar_names(version))
     questions = sorted(set(qids))
     x_ref = pair_features(embedder, [Item(bench.questions[q].text, bench.refs(q), bench.refs(q)[0], q, "ref")
-                                     for q in questions])
+                                     for q in questions], version=version, products=products)
     x_q = pair_features(embedder, [Item(bench.questions[q].text, bench.refs(q), bench.questions[q].text, q, "q")
-                                   for q in questions])
+                                   for q in questions], version=version, products=products)
     score, scalar, s_ref, s_q = (np.zeros(len(y)) for _ in range(4))
     for tr, te in splits:
-        model = fit_semantic(x[tr], y[tr], False, embedder.feature_space, seed=seed)
+        model = fit_semantic(x[tr], y[tr], False, embedder.feature_space, seed=seed, version=version)
         score[te] = model.predict(x[te])
         scalar[te] = fit_semantic(x[tr][:, :n_scalar], y[tr], False, embedder.feature_space,
-                                  seed=seed).predict(x[te][:, :n_scalar])
+                                  seed=seed, version=version).predict(x[te][:, :n_scalar])
         anchors = dict(zip(questions, zip(model.predict(x_ref), model.predict(x_q), strict=True), strict=True))
         s_ref[te] = [anchors[q][0] for q in qids[te]]
         s_q[te] = [anchors[q][1] for q in qids[te]]

@@ -7,6 +7,12 @@ question. With ``use_examples`` the scorer also reads graded answers to the *sam
 (the unseen-answers setting): the score of the nearest graded answer, a similarity-weighted mean of
 the nearest ones, and the question's mean score.
 
+Feature version ``semantic-v2`` adds two sentence-alignment features (answer and references cut into
+sentences): ``align_ref``, how much of a reference the answer covers (the mean over the reference's
+sentences of their best cosine with an answer sentence, best reference), and ``align_answer``, how much of
+the answer is on a reference (the mean over the answer's sentences of their best cosine with any reference
+sentence). A model may also leave out the u*v and |u-v| features (``products``); a model file records both.
+
 The model is the mean of two scikit-learn models on standardised features: a ridge regression
 (continuous gold) or logistic regression (correct / incorrect gold) on all features, and a small MLP
 (one hidden layer of 32 ReLUs) on the scalar features only. On Mohler (unseen answers, 5-fold CV)
@@ -33,11 +39,14 @@ from grading.rubric import Answer, Question
 from grading.scoring import to_points
 from inkbase.errors import ConfigError, InputError
 
-FEATURE_VERSION = "semantic-v1"
+FEATURE_VERSION = "semantic-v1"  # what the shipped scorer reads; a model file names its own version
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 _TOKEN = re.compile(r"[a-z0-9]+")
 SCALAR_FEATURES = ["cos_ref", "cos_ref_max", "cos_question", "log_len", "log_len_ratio", "ref_recall",
                    "answer_precision", "question_overlap", "empty"]
+ALIGN_FEATURES = ["align_ref", "align_answer"]
+SCALARS_BY_VERSION = {"semantic-v1": SCALAR_FEATURES, "semantic-v2": SCALAR_FEATURES + ALIGN_FEATURES}
+_SENTENCE_END = re.compile(r"(?<=[.!?;])\s+|\n+")
 EXAMPLE_FEATURES = ["ex_nn_score", "ex_nn_sim", "ex_topk_score", "ex_soft_score", "ex_mean_score", "ex_count"]
 TOP_K = 5
 SOFTMAX_T = 0.05
@@ -67,15 +76,41 @@ class Examples:
     fractions: np.ndarray
 
 
-def feature_names(dim: int, use_examples: bool) -> list[str]:
-    names = SCALAR_FEATURES + (EXAMPLE_FEATURES if use_examples else [])
+def scalar_names(version: str = FEATURE_VERSION) -> list[str]:
+    if version not in SCALARS_BY_VERSION:
+        raise ConfigError("feature_version", f"{version!r} is not one of {sorted(SCALARS_BY_VERSION)}")
+    return SCALARS_BY_VERSION[version]
+
+
+def feature_names(dim: int, use_examples: bool, version: str = FEATURE_VERSION) -> list[str]:
+    names = scalar_names(version) + (EXAMPLE_FEATURES if use_examples else [])
     return names + [f"prod_{i}" for i in range(dim)] + [f"absdiff_{i}" for i in range(dim)]
 
 
+def sentences(text: str) -> list[str]:
+    """``text`` cut after . ! ? ; and at line breaks, pieces without a word dropped (the whole text if none
+    is left). A regular expression, not spaCy: the scorer needs no parser, and a cut is only an alignment unit."""
+    parts = [p.strip() for p in _SENTENCE_END.split(text) if _TOKEN.search(p.lower())]
+    return parts or [text]
+
+
+def _alignment(vec: dict[str, np.ndarray], answer: str, references: Sequence[str]) -> list[float]:
+    a = np.stack([vec[t] for t in sentences(answer)])
+    refs = [np.stack([vec[t] for t in sentences(r)]) for r in references]
+    cover = max(float((r @ a.T).max(axis=1).mean()) for r in refs)
+    on_ref = float((a @ np.concatenate(refs).T).max(axis=1).mean())
+    return [cover, on_ref]
+
+
 def pair_features(embedder: Embedder, items: Sequence[Item], examples: dict[str, Examples] | None = None,
-                  use_examples: bool = False) -> np.ndarray:
-    """The feature matrix (n, d). An item never sees itself among the examples (same ``answer_id``)."""
-    texts = list(dict.fromkeys([t for it in items for t in (it.question, it.answer, *it.references)]))
+                  use_examples: bool = False, version: str = FEATURE_VERSION, products: bool = True) -> np.ndarray:
+    """The feature matrix (n, d) of feature ``version``, with or without the embedding ``products``. An item
+    never sees itself among the examples (same ``answer_id``)."""
+    align = "align_ref" in scalar_names(version)
+    texts = [t for it in items for t in (it.question, it.answer, *it.references)]
+    if align:
+        texts += [s for it in items for t in (it.answer, *it.references) for s in sentences(t)]
+    texts = list(dict.fromkeys(texts))
     vec = dict(zip(texts, embedder.encode(texts), strict=True))
     rows = []
     ex_vecs = {}
@@ -94,10 +129,14 @@ def pair_features(embedder: Embedder, items: Sequence[Item], examples: dict[str,
                    np.log1p(n_ans), np.log((n_ans + 1) / (n_ref + 1)), recall,
                    len(ans_tok & set().union(*map(content_tokens, it.references))) / max(len(ans_tok), 1),
                    len(ans_tok & q_tok) / max(len(ans_tok), 1), float(not it.answer.strip())]
+        if align:
+            scalars += _alignment(vec, it.answer, it.references)
         if use_examples:
             scalars += _example_features(v, it, (examples or {}).get(it.question_id), ex_vecs.get(it.question_id))
-        rows.append(np.concatenate([np.asarray(scalars, dtype=np.float32), u * v, np.abs(u - v)]))
-    return np.stack(rows) if rows else np.zeros((0, len(feature_names(embedder.dim, use_examples))), np.float32)
+        parts = [np.asarray(scalars, dtype=np.float32)] + ([u * v, np.abs(u - v)] if products else [])
+        rows.append(np.concatenate(parts))
+    width = len(feature_names(embedder.dim if products else 0, use_examples, version))
+    return np.stack(rows) if rows else np.zeros((0, width), np.float32)
 
 
 def _example_features(v: np.ndarray, item: Item, ex: Examples | None, ex_vec: np.ndarray | None) -> list[float]:
@@ -131,10 +170,24 @@ class SemanticModel:
     mlp_biases: list[np.ndarray]
     embedder_model: str
     card: dict[str, Any]
+    feature_version: str = FEATURE_VERSION
 
     @property
     def n_scalar(self) -> int:
-        return len(SCALAR_FEATURES) + (len(EXAMPLE_FEATURES) if self.use_examples else 0)
+        return len(scalar_names(self.feature_version)) + (len(EXAMPLE_FEATURES) if self.use_examples else 0)
+
+    @property
+    def products(self) -> bool:
+        return len(self.feature_names) > self.n_scalar
+
+    def features(self, embedder: Embedder, items: Sequence[Item], examples: dict[str, Examples] | None = None
+                 ) -> np.ndarray:
+        """The feature matrix this model reads (its version, with or without the products)."""
+        return pair_features(embedder, items, examples, self.use_examples, self.feature_version, self.products)
+
+    def score(self, embedder: Embedder, items: Sequence[Item], examples: dict[str, Examples] | None = None
+              ) -> np.ndarray:
+        return self.predict(self.features(embedder, items, examples))
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         x = (np.asarray(features, np.float64) - self.mean) / self.scale
@@ -148,7 +201,7 @@ class SemanticModel:
         return np.clip((linear + mlp) / 2, 0.0, 1.0)
 
     def save(self, path: str | Path) -> None:
-        data = {"feature_version": FEATURE_VERSION, "kind": self.kind, "use_examples": self.use_examples,
+        data = {"feature_version": self.feature_version, "kind": self.kind, "use_examples": self.use_examples,
                 "embedder_model": self.embedder_model, "card": self.card, "intercept": self.intercept,
                 "feature_names": self.feature_names, "mean": self.mean.tolist(), "scale": self.scale.tolist(),
                 "coef": self.coef.tolist(), "mlp_weights": [w.tolist() for w in self.mlp_weights],
@@ -167,9 +220,9 @@ class SemanticModel:
             data = json.loads(path.read_text(encoding="utf-8"))
         except ValueError as err:
             raise InputError(path, "(file)", f"not JSON ({err})") from None
-        if data.get("feature_version") != FEATURE_VERSION:
-            raise InputError(path, "feature_version", f"{data.get('feature_version')!r}, but this code computes "
-                                                      f"{FEATURE_VERSION!r}; retrain the model")
+        if data.get("feature_version") not in SCALARS_BY_VERSION:
+            raise InputError(path, "feature_version", f"{data.get('feature_version')!r}, but this code reads "
+                                                      f"{sorted(SCALARS_BY_VERSION)}; retrain the model")
         try:
             return cls(kind=data["kind"], use_examples=bool(data["use_examples"]),
                        feature_names=list(data["feature_names"]), mean=np.asarray(data["mean"], np.float64),
@@ -177,7 +230,8 @@ class SemanticModel:
                        intercept=float(data["intercept"]),
                        mlp_weights=[np.asarray(w, np.float64) for w in data["mlp_weights"]],
                        mlp_biases=[np.asarray(b, np.float64) for b in data["mlp_biases"]],
-                       embedder_model=data["embedder_model"], card=data.get("card", {}))
+                       embedder_model=data["embedder_model"], card=data.get("card", {}),
+                       feature_version=data["feature_version"])
         except (KeyError, ValueError, TypeError) as err:
             raise InputError(path, "(file)", f"not a semantic model file ({err})") from None
 
@@ -188,10 +242,11 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 
 def fit_semantic(features: np.ndarray, targets: np.ndarray, use_examples: bool, embedder_model: str,
                  card: dict[str, Any] | None = None, alphas: Sequence[float] = (1.0, 10.0, 100.0, 1000.0, 10000.0),
-                 hidden: int = 32, seed: int = 0) -> SemanticModel:
+                 hidden: int = 32, seed: int = 0, version: str = FEATURE_VERSION) -> SemanticModel:
     """Fit scaler, linear model and MLP on training data only. Targets in [0, 1]; 0/1 targets make a
     classifier. The linear model's regularisation is picked by internal cross-validation; the MLP
-    stops early on a 10% validation slice of the same training data."""
+    stops early on a 10% validation slice of the same training data. ``features`` are
+    :func:`pair_features` of ``version``, with or without the products (the model keeps what it got)."""
     from sklearn.linear_model import LogisticRegressionCV, RidgeCV
     from sklearn.neural_network import MLPClassifier, MLPRegressor
     from sklearn.preprocessing import StandardScaler
@@ -200,7 +255,7 @@ def fit_semantic(features: np.ndarray, targets: np.ndarray, use_examples: bool, 
     scaler = StandardScaler().fit(features)
     scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
     x = (features - scaler.mean_) / scale
-    n_scalar = len(SCALAR_FEATURES) + (len(EXAMPLE_FEATURES) if use_examples else 0)
+    n_scalar = len(scalar_names(version)) + (len(EXAMPLE_FEATURES) if use_examples else 0)
     mlp_args = {"hidden_layer_sizes": (hidden,), "alpha": 1.0, "max_iter": 500, "early_stopping": True,
                 "random_state": seed}
     if set(np.unique(targets)) <= {0.0, 1.0}:
@@ -213,11 +268,11 @@ def fit_semantic(features: np.ndarray, targets: np.ndarray, use_examples: bool, 
         kind, coef, intercept = "regression", lin.coef_, float(lin.intercept_)
         mlp = MLPRegressor(**mlp_args).fit(x[:, :n_scalar], targets)
     dim = (features.shape[1] - n_scalar) // 2
-    return SemanticModel(kind=kind, use_examples=use_examples, feature_names=feature_names(dim, use_examples),
+    return SemanticModel(kind=kind, use_examples=use_examples, feature_names=feature_names(dim, use_examples, version),
                          mean=scaler.mean_, scale=scale, coef=np.asarray(coef, np.float64), intercept=intercept,
                          mlp_weights=[np.asarray(w, np.float64) for w in mlp.coefs_],
                          mlp_biases=[np.asarray(b, np.float64) for b in mlp.intercepts_],
-                         embedder_model=embedder_model, card=dict(card or {}))
+                         embedder_model=embedder_model, card=dict(card or {}), feature_version=version)
 
 
 class SemanticGrader(Grader):
@@ -240,7 +295,7 @@ class SemanticGrader(Grader):
         self.name = name
 
     def score_items(self, items: Sequence[Item]) -> np.ndarray:
-        return self.model.predict(pair_features(self.embedder, items, self.examples, self.model.use_examples))
+        return self.model.score(self.embedder, items, self.examples)
 
     def grade(self, question: Question, answers: list[Answer]) -> list[GradeResult]:
         items = [Item(question.text, [question.reference_answer], a.text, question.id, a.answer_id) for a in answers]

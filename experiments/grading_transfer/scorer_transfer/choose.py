@@ -1,0 +1,74 @@
+"""PLAN.md's selection: candidates A-D scored leave one corpus out on SemEval's train split (fit on Beetle,
+score SciEntsBank, and the reverse); writes ``<out_dir>/metrics.json`` with the chosen candidate.
+
+PYTHONPATH=src:. python experiments/grading_transfer/scorer_transfer/choose.py <data_dir> <out_dir>
+
+The features are computed once at ``semantic-v2`` with the products; each candidate is a column subset of
+that matrix (v2's scalars are v1's followed by the two alignment features), which is exactly what
+``pair_features`` gives for the candidate's version and ``products`` (checked below on the first rows).
+"""
+
+import sys
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from grading.benchmarks.datasets import load_benchmark
+from grading.benchmarks.metrics import pearson
+from grading.benchmarks.run import _fractions, _items
+from grading.benchmarks.train_semantic import _metrics
+from grading.grade import embedder_from_config
+from grading.graders.semantic import SCALAR_FEATURES, fit_semantic, pair_features, scalar_names
+from inkbase.cli import compose
+from inkbase.runs import start_run
+
+N1, N2 = len(SCALAR_FEATURES), len(scalar_names("semantic-v2"))
+CANDIDATES = {  # name: (feature version, products)
+    "A": ("semantic-v1", True), "B": ("semantic-v1", False), "C": ("semantic-v2", True), "D": ("semantic-v2", False),
+}
+
+
+def columns(x: np.ndarray, version: str, products: bool) -> np.ndarray:
+    scal = x[:, :N1] if version == "semantic-v1" else x[:, :N2]
+    return np.hstack([scal, x[:, N2:]]) if products else scal
+
+
+def main(data_dir: str, out_dir: str) -> None:
+    cfg = compose("train_semantic", [f"data_dir={data_dir}", f"out_dir={out_dir}"])
+    folder = start_run(out_dir, cfg)
+    bench = load_benchmark(cfg.benchmark, cfg.data_dir)
+    train = bench.answers[bench.answers["split"].isin(["train", "all"])].reset_index(drop=True)
+    embedder = embedder_from_config(cfg)
+    items = _items(bench, train)
+    x = pair_features(embedder, items, version="semantic-v2", products=True)
+    for name, (version, products) in CANDIDATES.items():
+        assert np.array_equal(columns(x[:50], version, products),
+                              pair_features(embedder, items[:50], version=version, products=products)), name
+    y = _fractions(bench, train)
+    corpus = train["subset"].to_numpy()
+    out = {"n_train": int(len(train)), "corpora": {str(c): int((corpus == c).sum()) for c in sorted(set(corpus))},
+           "candidates": {}}
+    for name, (version, products) in CANDIDATES.items():
+        xc = columns(x, version, products)
+        res = {"feature_version": version, "products": products}
+        for held_name in sorted(set(corpus)):
+            held = corpus == held_name
+            pred = fit_semantic(xc[~held], y[~held], False, embedder.feature_space, seed=cfg.seed,
+                                version=version).predict(xc[held])
+            res[f"held_out_{held_name}"] = {"pearson_r": round(pearson(pred, y[held]), 4),
+                                            "roc_auc": round(float(roc_auc_score(y[held], pred)), 4),
+                                            **_metrics(True, pred, y[held], 1.0)}
+        res["mean_pearson_r"] = round(float(np.mean([v["pearson_r"] for k, v in res.items()
+                                                     if k.startswith("held_out_")])), 4)
+        out["candidates"][name] = res
+        print(name, res, flush=True)
+    best = max(out["candidates"], key=lambda k: out["candidates"][k]["mean_pearson_r"])
+    gain = out["candidates"][best]["mean_pearson_r"] - out["candidates"]["A"]["mean_pearson_r"]
+    out["chosen"] = best if best != "A" and gain >= 0.01 else None
+    out["rule"] = "highest mean r; a change only if not A and at least 0.01 above A (PLAN.md)"
+    folder.finish(out)
+    print("chosen:", out["chosen"])
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:3])
