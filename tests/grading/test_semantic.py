@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from grading.graders.semantic import (
+    ALIGN_FEATURES,
     EXAMPLE_FEATURES,
     SCALAR_FEATURES,
     WEIGHTS_DIR,
@@ -17,6 +18,7 @@ from grading.graders.semantic import (
     SemanticModel,
     fit_semantic,
     pair_features,
+    sentences,
 )
 from grading.rubric import Answer, Question
 from inkbase.errors import ConfigError, InputError
@@ -132,3 +134,44 @@ def test_grader_config_composes_and_builds(embedder):
     assert isinstance(grader, SemanticGrader) and grader.name == "semantic"
     hybrid = compose("grade", ["grader=hybrid", "grader@grader.other=semantic", "rubric=r", "answers=a"])
     assert hybrid.grader.other._target_.endswith("SemanticGrader")
+
+
+def test_sentences_cut_at_ends_and_line_breaks():
+    assert sentences("It floats. Ice is less dense!  Why?\nbecause; so") == [
+        "It floats.", "Ice is less dense!", "Why?", "because;", "so"]
+    assert sentences("3.14 is pi") == ["3.14 is pi"]  # no cut without a space after the stop
+    assert sentences("...") == ["..."]  # nothing with a word: the whole text
+
+
+def test_alignment_features_find_the_reference_inside_a_longer_answer(embedder):
+    q, ref = TOPICS[0][0], TOPICS[0][1]
+    inside = Item(q, [ref], f"I like winter sports a lot. {ref} My friend skates on the lake.", "q0", "a")
+    off = Item(q, [ref], "I like winter sports a lot. My friend skates on the lake.", "q0", "b")
+    x = pair_features(embedder, [inside, off], version="semantic-v2", products=False)
+    assert x.shape == (2, len(SCALAR_FEATURES) + len(ALIGN_FEATURES))
+    cos_ref, align_ref, align_answer = 0, len(SCALAR_FEATURES), len(SCALAR_FEATURES) + 1
+    assert x[0, align_ref] > 0.99  # the reference's one sentence is an answer sentence
+    assert x[0, cos_ref] < 0.9  # the whole-answer cosine is diluted by the other sentences
+    assert x[1, align_ref] < x[0, align_ref] - 0.2
+    assert 0.3 < x[0, align_answer] < 0.99  # one of three answer sentences is on the reference
+    # v1's scalars are the first columns of v2's; the products follow the scalars
+    full = pair_features(embedder, [inside], version="semantic-v2")
+    assert full.shape[1] == len(SCALAR_FEATURES) + len(ALIGN_FEATURES) + 2 * embedder.dim
+    assert np.allclose(full[0, :len(SCALAR_FEATURES)], pair_features(embedder, [inside])[0, :len(SCALAR_FEATURES)])
+
+
+def test_a_v2_scalar_model_saves_loads_and_grades(embedder, tmp_path):
+    items, y = synthetic_items()
+    x = pair_features(embedder, items, version="semantic-v2", products=False)
+    model = fit_semantic(x, y, False, embedder.model_name, version="semantic-v2")
+    assert model.feature_version == "semantic-v2" and not model.products
+    assert model.feature_names == SCALAR_FEATURES + ALIGN_FEATURES
+    model.save(tmp_path / "v2.json")
+    again = SemanticModel.load(tmp_path / "v2.json")
+    assert again.feature_version == "semantic-v2" and not again.products
+    assert np.allclose(again.score(embedder, items), model.predict(x))
+    q, ref, good, bad = TOPICS[1]
+    question = Question(id="q1", text=q, max_points=1, granularity=0.25, reference_answer=ref)
+    res = SemanticGrader(embedder, model=again).grade(
+        question, [Answer(answer_id="g", question_id="q1", text=good[0]), Answer(answer_id="b", question_id="q1", text=bad[2])])
+    assert res[0].details["fraction"] > res[1].details["fraction"]
