@@ -14,9 +14,11 @@ from grading.graders.semantic import (
     WEIGHTS_DIR,
     Examples,
     Item,
+    SemanticEnsemble,
     SemanticGrader,
     SemanticModel,
     fit_semantic,
+    load_scorer,
     pair_features,
     sentences,
 )
@@ -175,3 +177,38 @@ def test_a_v2_scalar_model_saves_loads_and_grades(embedder, tmp_path):
     res = SemanticGrader(embedder, model=again).grade(
         question, [Answer(answer_id="g", question_id="q1", text=good[0]), Answer(answer_id="b", question_id="q1", text=bad[2])])
     assert res[0].details["fraction"] > res[1].details["fraction"]
+
+
+def test_an_ensemble_scores_the_mean_of_its_members_and_round_trips(embedder, tmp_path):
+    items, y = synthetic_items()
+    v1 = fit_semantic(pair_features(embedder, items), y, False, embedder.model_name)
+    v2 = fit_semantic(pair_features(embedder, items, version="semantic-v2", products=False), y, False,
+                      embedder.model_name, version="semantic-v2")
+    ens = SemanticEnsemble([v1, v2], card={"trained_on": "synthetic"})
+    expected = (v1.score(embedder, items) + v2.score(embedder, items)) / 2
+    assert np.allclose(ens.score(embedder, items), expected)
+    ens.save(tmp_path / "ens.json")
+    again = load_scorer(tmp_path / "ens.json")
+    assert isinstance(again, SemanticEnsemble) and [m.feature_version for m in again.members] == [
+        "semantic-v1", "semantic-v2"]
+    assert np.allclose(again.score(embedder, items), expected)
+    assert isinstance(load_scorer(WEIGHTS_DIR / "semantic_semeval.json"), SemanticModel)
+    grader = SemanticGrader(embedder, model_path=str(tmp_path / "ens.json"))
+    q, ref, good, bad = TOPICS[2]
+    question = Question(id="q2", text=q, max_points=1, granularity=0.5, reference_answer=ref)
+    res = grader.grade(question, [Answer(answer_id="g", question_id="q2", text=good[0]),
+                                  Answer(answer_id="b", question_id="q2", text=bad[2])])
+    assert res[0].details["fraction"] > res[1].details["fraction"]
+
+
+def test_a_broken_ensemble_file_names_the_member_and_field(tmp_path):
+    data = json.loads((WEIGHTS_DIR / "semantic_semeval.json").read_text())
+    bad = dict(data, feature_version="semantic-v9")
+    (tmp_path / "e.json").write_text(json.dumps({"kind": "ensemble", "members": [data, bad]}))
+    with pytest.raises(InputError, match=r"members\[1\]\.feature_version"):
+        load_scorer(tmp_path / "e.json")
+    (tmp_path / "e2.json").write_text(json.dumps({"kind": "ensemble", "members": "semantic_semeval.json"}))
+    with pytest.raises(InputError, match="members"):
+        load_scorer(tmp_path / "e2.json")
+    with pytest.raises(ConfigError, match="reference-only"):
+        SemanticEnsemble([], card={})

@@ -61,7 +61,15 @@ from grading.embed import Embedder
 from grading.grade import embedder_from_config
 from grading.graders import Grader, build_grader
 from grading.graders.hybrid import calibrate_alpha, effective_alpha, hybrid_fraction
-from grading.graders.semantic import Examples, Item, SemanticModel, fit_semantic, pair_features
+from grading.graders.semantic import (
+    Examples,
+    Item,
+    SemanticEnsemble,
+    SemanticModel,
+    fit_semantic,
+    load_scorer,
+    pair_features,
+)
 from grading.rubric import Answer
 from grading.scoring import to_points
 from inkbase.errors import ConfigError
@@ -114,7 +122,7 @@ def _fractions(bench: Benchmark, rows: pd.DataFrame) -> np.ndarray:
 
 
 def semantic_scores(bench: Benchmark, train: pd.DataFrame, test: pd.DataFrame, embedder: Embedder,
-                    use_examples: bool, shipped: SemanticModel | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+                    use_examples: bool, shipped: SemanticModel | SemanticEnsemble | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(training-fold scores, test scores) of a semantic scorer fitted on ``train`` (or ``shipped`` when
     there is nothing to train on). Training-fold scores are in-sample; they only fit the scale map."""
     if shipped is not None:
@@ -235,7 +243,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     scores = {name: grade_all(g, bench, folder.file("fractions", f"{name}.jsonl"), cfg.chunk_size, cfg.progress)
               for name, g in graders.items()}
     evaluation_only = bench.name in EVALUATION_ONLY
-    shipped = SemanticModel.load(cfg.semantic_model) \
+    shipped = load_scorer(cfg.semantic_model) \
         if evaluation_only or "zero_shot" in cfg.benchmark.protocols else None
     if shipped is not None:
         notes.append(f"semantic: shipped model {cfg.semantic_model} ({shipped.card.get('trained_on', '?')}), "

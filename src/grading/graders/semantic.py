@@ -200,29 +200,27 @@ class SemanticModel:
             linear, mlp = _sigmoid(linear), _sigmoid(mlp)
         return np.clip((linear + mlp) / 2, 0.0, 1.0)
 
-    def save(self, path: str | Path) -> None:
-        data = {"feature_version": self.feature_version, "kind": self.kind, "use_examples": self.use_examples,
+    def to_dict(self) -> dict[str, Any]:
+        return {"feature_version": self.feature_version, "kind": self.kind, "use_examples": self.use_examples,
                 "embedder_model": self.embedder_model, "card": self.card, "intercept": self.intercept,
                 "feature_names": self.feature_names, "mean": self.mean.tolist(), "scale": self.scale.tolist(),
                 "coef": self.coef.tolist(), "mlp_weights": [w.tolist() for w in self.mlp_weights],
                 "mlp_biases": [b.tolist() for b in self.mlp_biases]}
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(data) + "\n", encoding="utf-8")
+
+    def save(self, path: str | Path) -> None:
+        _write(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> SemanticModel:
-        path = Path(path)
-        if not path.is_absolute() and not path.exists():
-            path = WEIGHTS_DIR / path
-        if not path.is_file():
-            raise ConfigError("grader.model_path", f"{path} not found (train one with scripts/train_semantic.py)")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError as err:
-            raise InputError(path, "(file)", f"not JSON ({err})") from None
+        """One model file (an ensemble file is read by :func:`load_scorer`)."""
+        path, data = _read(path)
+        return cls.from_dict(data, path)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], path: Path, where: str = "") -> SemanticModel:
         if data.get("feature_version") not in SCALARS_BY_VERSION:
-            raise InputError(path, "feature_version", f"{data.get('feature_version')!r}, but this code reads "
-                                                      f"{sorted(SCALARS_BY_VERSION)}; retrain the model")
+            raise InputError(path, f"{where}feature_version", f"{data.get('feature_version')!r}, but this code "
+                                                              f"reads {sorted(SCALARS_BY_VERSION)}; retrain the model")
         try:
             return cls(kind=data["kind"], use_examples=bool(data["use_examples"]),
                        feature_names=list(data["feature_names"]), mean=np.asarray(data["mean"], np.float64),
@@ -233,7 +231,70 @@ class SemanticModel:
                        embedder_model=data["embedder_model"], card=data.get("card", {}),
                        feature_version=data["feature_version"])
         except (KeyError, ValueError, TypeError) as err:
-            raise InputError(path, "(file)", f"not a semantic model file ({err})") from None
+            raise InputError(path, where or "(file)", f"not a semantic model file ({err})") from None
+
+
+@dataclass
+class SemanticEnsemble:
+    """The mean of several reference-only scorers' scores (a model file with ``"kind": "ensemble"`` and the
+    members inline). The features are computed once, at the newest version a member reads and with the
+    products if a member reads them, and each member gets its own columns of that matrix."""
+
+    members: list[SemanticModel]
+    card: dict[str, Any]
+    use_examples = False
+
+    def __post_init__(self):
+        if not self.members or any(m.use_examples for m in self.members):
+            raise ConfigError("grader.model_path", "an ensemble needs reference-only members")
+        if len({m.embedder_model for m in self.members}) > 1:
+            raise ConfigError("grader.model_path", "the ensemble's members were trained on different features")
+
+    @property
+    def embedder_model(self) -> str:
+        return self.members[0].embedder_model
+
+    def score(self, embedder: Embedder, items: Sequence[Item], examples: dict[str, Examples] | None = None
+              ) -> np.ndarray:
+        version = max((m.feature_version for m in self.members), key=list(SCALARS_BY_VERSION).index)
+        x = pair_features(embedder, items, version=version, products=any(m.products for m in self.members))
+        wide = len(scalar_names(version))
+        parts = [m.predict(np.hstack([x[:, :len(scalar_names(m.feature_version))]] + ([x[:, wide:]] if m.products else [])))
+                 for m in self.members]
+        return np.mean(parts, axis=0)
+
+    def save(self, path: str | Path) -> None:
+        _write(path, {"kind": "ensemble", "card": self.card, "members": [m.to_dict() for m in self.members]})
+
+
+def load_scorer(path: str | Path) -> SemanticModel | SemanticEnsemble:
+    """A model file: one :class:`SemanticModel` or a :class:`SemanticEnsemble`. A relative path that does not
+    exist is looked up in the shipped weights folder."""
+    path, data = _read(path)
+    if data.get("kind") != "ensemble":
+        return SemanticModel.from_dict(data, path)
+    members = data.get("members")
+    if not isinstance(members, list):
+        raise InputError(path, "members", "an ensemble file needs a list of member models")
+    return SemanticEnsemble([SemanticModel.from_dict(m, path, f"members[{i}].") for i, m in enumerate(members)],
+                            card=data.get("card", {}))
+
+
+def _read(path: str | Path) -> tuple[Path, dict[str, Any]]:
+    path = Path(path)
+    if not path.is_absolute() and not path.exists():
+        path = WEIGHTS_DIR / path
+    if not path.is_file():
+        raise ConfigError("grader.model_path", f"{path} not found (train one with scripts/train_semantic.py)")
+    try:
+        return path, json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as err:
+        raise InputError(path, "(file)", f"not JSON ({err})") from None
+
+
+def _write(path: str | Path, data: dict[str, Any]) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(data) + "\n", encoding="utf-8")
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -281,8 +342,8 @@ class SemanticGrader(Grader):
     ``examples`` (question id -> graded answers) is used only by a model trained with ``use_examples``."""
 
     def __init__(self, embedder: Embedder, model_path: str | None = None, name: str = "semantic",
-                 model: SemanticModel | None = None, examples: dict[str, Examples] | None = None):
-        self.model = model or SemanticModel.load(model_path)
+                 model: SemanticModel | SemanticEnsemble | None = None, examples: dict[str, Examples] | None = None):
+        self.model = model or load_scorer(model_path)
         if self.model.embedder_model == f"{embedder.model_name}#static" != embedder.feature_space:
             # A scorer trained on the model's static vectors reads them itself: they cost no network pass.
             embedder = get_embedder(embedder.model_name, batch_size=embedder.batch_size, cache=False, variant="static",
