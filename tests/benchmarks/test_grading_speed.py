@@ -7,7 +7,7 @@ from omegaconf import OmegaConf
 
 from benchmarks.grading_speed import distinct_answers
 from grading.graders.concepts import span_options
-from grading.graders.semantic import SemanticModel
+from grading.graders.semantic import load_scorer
 from grading.rubric import Answer, Rubric
 
 RUBRIC = Rubric.model_validate({"exam_id": "t", "questions": [
@@ -69,4 +69,4 @@ def test_benchmark_variants_are_the_presets(tmp_path, variant, preset, expected)
     hybrid = _grader(cfg, cfg.graders.hybrid, OmegaConf.to_container(cfg.variants[variant]), tmp_path / "h")
     partner = compose("grade", [f"grader=hybrid_{preset_name.removeprefix('kg_')}", "rubric=x",
                                 "answers=y"]).grader.other
-    assert hybrid.other.model.embedder_model == SemanticModel.load(partner.model_path).embedder_model
+    assert hybrid.other.model.embedder_model == load_scorer(partner.model_path).embedder_model
