@@ -18,19 +18,17 @@ from grading.benchmarks.metrics import pearson
 from grading.benchmarks.run import _fractions, _items
 from grading.benchmarks.train_semantic import _metrics
 from grading.grade import embedder_from_config
-from grading.graders.semantic import SCALAR_FEATURES, fit_semantic, pair_features, scalar_names
+from grading.graders.semantic import feature_columns, fit_semantic, pair_features
 from inkbase.cli import compose
 from inkbase.runs import start_run
 
-N1, N2 = len(SCALAR_FEATURES), len(scalar_names("semantic-v2"))
 CANDIDATES = {  # name: (feature version, products)
     "A": ("semantic-v1", True), "B": ("semantic-v1", False), "C": ("semantic-v2", True), "D": ("semantic-v2", False),
 }
 
 
 def columns(x: np.ndarray, version: str, products: bool) -> np.ndarray:
-    scal = x[:, :N1] if version == "semantic-v1" else x[:, :N2]
-    return np.hstack([scal, x[:, N2:]]) if products else scal
+    return feature_columns(x, "semantic-v2", version, products)
 
 
 def main(data_dir: str, out_dir: str) -> None:

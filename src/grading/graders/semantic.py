@@ -87,6 +87,13 @@ def feature_names(dim: int, use_examples: bool, version: str = FEATURE_VERSION) 
     return names + [f"prod_{i}" for i in range(dim)] + [f"absdiff_{i}" for i in range(dim)]
 
 
+def feature_columns(x: np.ndarray, have: str, want: str, products: bool) -> np.ndarray:
+    """The columns of a reference-only feature matrix of version ``have`` (with the products) that version
+    ``want`` has (each version's scalars start with the earlier one's), with or without the products."""
+    wide, narrow = len(scalar_names(have)), len(scalar_names(want))
+    return np.hstack([x[:, :narrow]] + ([x[:, wide:]] if products else []))
+
+
 def sentences(text: str) -> list[str]:
     """``text`` cut after . ! ? ; and at line breaks, pieces without a word dropped (the whole text if none
     is left). A regular expression, not spaCy: the scorer needs no parser, and a cut is only an alignment unit."""
@@ -258,10 +265,8 @@ class SemanticEnsemble:
               ) -> np.ndarray:
         version = max((m.feature_version for m in self.members), key=list(SCALARS_BY_VERSION).index)
         x = pair_features(embedder, items, version=version, products=any(m.products for m in self.members))
-        wide = len(scalar_names(version))
-        parts = [m.predict(np.hstack([x[:, :len(scalar_names(m.feature_version))]] + ([x[:, wide:]] if m.products else [])))
-                 for m in self.members]
-        return np.mean(parts, axis=0)
+        return np.mean([m.predict(feature_columns(x, version, m.feature_version, m.products)) for m in self.members],
+                       axis=0)
 
     def save(self, path: str | Path) -> None:
         _write(path, {"kind": "ensemble", "card": self.card, "members": [m.to_dict() for m in self.members]})
