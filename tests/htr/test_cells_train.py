@@ -344,6 +344,38 @@ def test_a_shift_in_the_calibration_reads_each_cell_at_five_positions(tmp_path):
         CellReader(save_reader(tmp_path / "c.safetensors", net, {**cal, "shift": -1}))
 
 
+def test_nine_positions_and_zooms_are_read_as_the_calibration_says(tmp_path):
+    import torch
+
+    from htr.cells.reader import CellReader, shifted_views, zoomed
+    from htr.cells.train import logits_of
+
+    x = np.zeros((2, 32, 32), np.float32)
+    x[:, 12:20, 14:18] = 1.0  # an upright bar in the middle
+    assert len(shifted_views(x, 1, 9)) == 9
+    assert (shifted_views(x, 1, 9)[5][:, :-1, :-1] == x[:, 1:, 1:]).all()  # moved left and up by 1 px
+    np.testing.assert_allclose(zoomed(x, 1.0), x, atol=1e-6)
+    big, small = zoomed(x, 1.25), zoomed(x, 0.75)
+    assert big.sum() > x.sum() * 1.3 and small.sum() < x.sum() * 0.7  # ink area grows / shrinks ~ factor^2
+    rows = np.flatnonzero(big[0].max(1) > 0.5)
+    assert rows.min() < 12 and rows.max() > 19 and abs((rows.min() + rows.max()) / 2 - 15.5) <= 0.5  # about the centre
+    torch.manual_seed(0)
+    net = CellNet(width=4).eval()
+    cal = {"rule": "product", "temperature": 1.0, "verify_threshold": 0.9, "accept_threshold": 0.95, "shift": 1}
+    reader = CellReader(save_reader(tmp_path / "v.safetensors", net, {**cal, "positions": 9, "zooms": [1.1, 0.9]}))
+    assert reader.views == {"shift": 1, "positions": 9, "zooms": (1.1, 0.9)}
+    views = shifted_views(x, 1, 9) + [zoomed(x, 1.1), zoomed(x, 0.9)]
+    expected = np.mean([logits_of(net, (v * 255).astype(np.uint8)) for v in views], axis=0)
+    np.testing.assert_allclose(logits_of(net, (x * 255).astype(np.uint8), shift=1, positions=9, zooms=(1.1, 0.9)),
+                               expected, atol=1e-3)
+    got = reader.probs_from_inputs(x)
+    np.testing.assert_allclose(got, torch.softmax(torch.from_numpy(expected), 1).numpy(), atol=2e-3)
+    for bad, field in (({"positions": 7}, "calibration.positions"), ({"zooms": [3.0]}, "calibration.zooms"),
+                       ({"zooms": 1.1}, "calibration.zooms")):
+        with pytest.raises(InputError, match=field):
+            CellReader(save_reader(tmp_path / "bad.safetensors", net, {**cal, **bad}))
+
+
 def test_a_digit_shift_applies_to_digit_tables_only(tmp_path):
     from htr.cells.model import CellGapNet
     from htr.cells.reader import CellReader
@@ -361,9 +393,10 @@ def test_a_digit_shift_applies_to_digit_tables_only(tmp_path):
     x = (np.random.default_rng(1).random((2, 32, 32)) > 0.8).astype(np.float32)
     _, digits = reader.pass_probs_from_inputs(x, alphabet="0123456789")
     _, letters = reader.pass_probs_from_inputs(x, alphabet="ABCD")
-    np.testing.assert_allclose(digits, reader._softmax(nets[2].eval(), 1.0, x, 512, 1), atol=1e-3)
-    assert np.abs(digits - reader._softmax(nets[2], 1.0, x, 512, 0)).max() > 0.05
-    np.testing.assert_allclose(letters, reader._softmax(nets[1].eval(), 1.0, x, 512, 0), atol=1e-3)
+    one, five = ({"shift": k, "positions": 5, "zooms": ()} for k in (0, 1))
+    np.testing.assert_allclose(digits, reader._softmax(nets[2].eval(), 1.0, x, 512, five), atol=1e-3)
+    assert np.abs(digits - reader._softmax(nets[2], 1.0, x, 512, one)).max() > 0.05
+    np.testing.assert_allclose(letters, reader._softmax(nets[1].eval(), 1.0, x, 512, one), atol=1e-3)
     with pytest.raises(InputError, match="calibration.digits.shift"):
         CellReader(save_reader(tmp_path / "e.safetensors", nets[0], {**cal, "digits": {**cal, "shift": "1"}}, *nets[1:]))
 

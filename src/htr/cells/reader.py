@@ -45,27 +45,44 @@ from htr.cells.data import CHARS, CLASSES, CROSSED, EMPTY, to_input
 from inkbase.errors import InputError
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "cells" / "cells.safetensors"
-# (dx, dy) of the positions a cell is read at when the calibration sets ``shift``, in units of ``shift`` px.
+# (dx, dy) of the positions a cell is read at when the calibration sets ``shift``, in units of ``shift`` px;
+# ``positions: 9`` adds the four diagonal moves.
 SHIFT_VIEWS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
+DIAGONAL_VIEWS = ((1, 1), (1, -1), (-1, 1), (-1, -1))
+POSITIONS = (5, 9)
 
 
-def shifted_views(x: np.ndarray, shift: int) -> list[np.ndarray]:
+def shifted_views(x: np.ndarray, shift: int, positions: int = 5) -> list[np.ndarray]:
     """(N, H, W) inputs (ink high, background 0) and, for ``shift`` > 0, copies moved by ``shift`` px in the
-    four directions (the uncovered border is background)."""
+    four directions (``positions`` 9: and the four diagonals; the uncovered border is background)."""
     if not shift:
         return [x]
     s = int(shift)
     pad = np.pad(x, ((0, 0), (s, s), (s, s)))
     h, w = x.shape[1:]
-    return [pad[:, s + dy * s:s + dy * s + h, s + dx * s:s + dx * s + w] for dx, dy in SHIFT_VIEWS]
+    moves = SHIFT_VIEWS + (DIAGONAL_VIEWS if positions == 9 else ())
+    return [pad[:, s + dy * s:s + dy * s + h, s + dx * s:s + dx * s + w] for dx, dy in moves]
 
 
-def mean_logits(model, x: np.ndarray, batch: int, shift: int = 0) -> np.ndarray:
+def zoomed(x: np.ndarray, factor: float) -> np.ndarray:
+    """(N, H, W) inputs enlarged (``factor`` > 1) or shrunk about their centre, bilinear, the uncovered border
+    background: a cell written larger or smaller in its box."""
+    import torch
+    import torch.nn.functional as F
+
+    t = torch.from_numpy(np.ascontiguousarray(x, np.float32))[:, None]
+    theta = torch.tensor([[1.0 / factor, 0.0, 0.0], [0.0, 1.0 / factor, 0.0]]).expand(len(t), 2, 3)
+    grid = F.affine_grid(theta, list(t.shape), align_corners=False)
+    return F.grid_sample(t, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[:, 0].numpy()
+
+
+def mean_logits(model, x: np.ndarray, batch: int, shift: int = 0, positions: int = 5,
+                zooms: tuple[float, ...] = ()) -> np.ndarray:
     """``model``'s logits (N, classes) for (N, H, W) inputs in [0, 1], averaged over the positions of
-    :func:`shifted_views` (the inputs as they are when ``shift`` is 0)."""
+    :func:`shifted_views` (the inputs as they are when ``shift`` is 0) and the :func:`zoomed` copies."""
     import torch
 
-    views = shifted_views(x, shift)
+    views = shifted_views(x, shift, positions) + [zoomed(x, z) for z in zooms]
     device = next(model.parameters()).device  # where the network is (a GPU while it trains)
     total = 0.0
     with torch.no_grad():
@@ -231,6 +248,16 @@ def _shift(path: Path, cal: dict[str, Any], field: str, default: int) -> int:
     return value
 
 
+def _views(path: Path, cal: dict[str, Any], field: str, shift: int) -> dict[str, Any]:
+    """How the networks read each cell (:func:`mean_logits`'s ``shift``, ``positions``, ``zooms``)."""
+    positions, zooms = cal.get("positions", 5), cal.get("zooms", [])
+    if positions not in POSITIONS:
+        raise InputError(path, f"{field}.positions", f"{positions!r} is not one of {POSITIONS}")
+    if not isinstance(zooms, list) or not all(isinstance(z, int | float) and 0.5 <= z <= 2 for z in zooms):
+        raise InputError(path, f"{field}.zooms", f"{zooms!r} is not a list of factors in [0.5, 2]")
+    return {"shift": shift, "positions": positions, "zooms": tuple(float(z) for z in zooms)}
+
+
 class CellReader:
     """The trained cell reader; ``weights=None`` loads the shipped file."""
 
@@ -247,6 +274,7 @@ class CellReader:
         self.model = nets[0]
         self.model2 = nets[1] if len(nets) > 1 else None
         self.shift = _shift(self.path, cal, "calibration.shift", 0)
+        self.views = _views(self.path, cal, "calibration", self.shift)
         self.temperature = float(cal["temperature"])
         self.temperature2 = float(cal.get("temperature2", cal["temperature"]))
         self.verify_threshold = self.rule.verify_threshold
@@ -262,6 +290,7 @@ class CellReader:
             self.digit_rule = _accept_rule(self.path, self.digits, "calibration.digits",
                                            ("temperature", "temperature2", "verify_threshold", "accept_threshold", "rule"))
             self.digit_shift = _shift(self.path, self.digits, "calibration.digits.shift", self.shift)
+            self.digit_views = _views(self.path, self.digits, "calibration.digits", self.digit_shift)
             self.pass1_mix = self.digits.get("pass1_mix", "none")
             if self.pass1_mix not in PASS1_MIXES:
                 raise InputError(self.path, "calibration.digits.pass1_mix",
@@ -279,10 +308,11 @@ class CellReader:
         """The acceptance rule for a table with ``alphabet`` (digit tables may have their own)."""
         return self.digit_rule if self._digits(alphabet) else self.rule
 
-    def _softmax(self, model, temperature: float, x: np.ndarray, batch: int, shift: int | None = None) -> np.ndarray:
+    def _softmax(self, model, temperature: float, x: np.ndarray, batch: int,
+                 views: dict[str, Any] | None = None) -> np.ndarray:
         if not len(x):
             return np.zeros((0, len(CLASSES)), np.float32)
-        logits = mean_logits(model, x, batch, self.shift if shift is None else shift)
+        logits = mean_logits(model, x, batch, **(self.views if views is None else views))
         return self._torch.softmax(self._torch.from_numpy(logits) / temperature, dim=1).numpy()
 
     def probs_from_inputs(self, x: np.ndarray, batch: int = 512) -> np.ndarray:
@@ -299,7 +329,7 @@ class CellReader:
             else:
                 first = self.model if self.model_digits1 is None else self.model_digits1
             second = next(m for m in (self.model_digits, self.model2, self.model) if m is not None)
-            k = self.digit_shift
+            k = self.digit_views
             p1 = self._softmax(first, float(self.digits["temperature"]), x, batch, k)
             if self.pass1_mix == "mean":
                 p1 = (p1 + self._softmax(self.model_digits1, float(self.digits["temperature_digits_pass1"]), x, batch,

@@ -163,11 +163,13 @@ def _device(name: str):
     return device
 
 
-def logits_of(model, x: np.ndarray, batch: int = 1024, shift: int = 0) -> np.ndarray:
-    """Logits of (N, 32, 32) uint8 cells; with ``shift`` > 0 the mean over the cells' five positions
-    (:func:`htr.cells.reader.shifted_views`), as the reader reads a file calibrated with that shift."""
+def logits_of(model, x: np.ndarray, batch: int = 1024, shift: int = 0, positions: int = 5,
+              zooms: tuple[float, ...] = ()) -> np.ndarray:
+    """Logits of (N, 32, 32) uint8 cells; with ``shift`` > 0 the mean over the cells' five (or nine)
+    positions and any ``zooms`` (:func:`htr.cells.reader.mean_logits`), as the reader reads a file calibrated
+    with those views."""
     model.eval()
-    return mean_logits(model, x.astype(np.float32) / 255.0, batch, shift)
+    return mean_logits(model, x.astype(np.float32) / 255.0, batch, shift, positions, zooms)
 
 
 def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
