@@ -13,6 +13,8 @@ from htr.cells.model import CellNet, load_reader, save_reader
 from htr.cells.train import fit_temperature, simulate_keys
 from inkbase.errors import ConfigError, InputError
 
+ONCE = {"shift": 0, "positions": 5, "zooms": ()}  # the views of reading each cell once
+
 
 def test_weights_round_trip(tmp_path):
     model = CellNet(width=8)
@@ -393,7 +395,7 @@ def test_a_digit_shift_applies_to_digit_tables_only(tmp_path):
     x = (np.random.default_rng(1).random((2, 32, 32)) > 0.8).astype(np.float32)
     _, digits = reader.pass_probs_from_inputs(x, alphabet="0123456789")
     _, letters = reader.pass_probs_from_inputs(x, alphabet="ABCD")
-    one, five = ({"shift": k, "positions": 5, "zooms": ()} for k in (0, 1))
+    one, five = ONCE, {**ONCE, "shift": 1}
     np.testing.assert_allclose(digits, reader._softmax(nets[2].eval(), 1.0, x, 512, five), atol=1e-3)
     assert np.abs(digits - reader._softmax(nets[2], 1.0, x, 512, one)).max() > 0.05
     np.testing.assert_allclose(letters, reader._softmax(nets[1].eval(), 1.0, x, 512, one), atol=1e-3)
@@ -469,12 +471,12 @@ def test_a_digit_mix_network_replaces_pass_1_in_the_digit_mean_only(tmp_path):
     reader = CellReader(path)
     x = (np.random.default_rng(2).random((3, 32, 32)) > 0.8).astype(np.float32)
     p1, _ = reader.pass_probs_from_inputs(x, alphabet="0123456789")
-    want = (reader._softmax(old1.eval(), 1.0, x, 512, 0) + reader._softmax(digit1.eval(), 1.0, x, 512, 0)) / 2
+    want = (reader._softmax(old1.eval(), 1.0, x, 512, ONCE) + reader._softmax(digit1.eval(), 1.0, x, 512, ONCE)) / 2
     np.testing.assert_allclose(p1, want, atol=1e-3)
-    with_general = (reader._softmax(general1.eval(), 1.0, x, 512, 0) + reader._softmax(digit1, 1.0, x, 512, 0)) / 2
+    with_general = (reader._softmax(general1.eval(), 1.0, x, 512, ONCE) + reader._softmax(digit1, 1.0, x, 512, ONCE)) / 2
     assert np.abs(p1 - with_general).max() > 0.01
     letters, _ = reader.pass_probs_from_inputs(x, alphabet="ABC")
-    np.testing.assert_allclose(letters, reader._softmax(general1, 1.0, x, 512, 0), atol=1e-3)
+    np.testing.assert_allclose(letters, reader._softmax(general1, 1.0, x, 512, ONCE), atol=1e-3)
     # Without a digit pass 1 there is no mean for it to join; without the mean it would be unused.
     with pytest.raises(ValueError, match="digit mix"):
         save_reader(tmp_path / "n.safetensors", general1, cal, general2, spec, None, old1)
