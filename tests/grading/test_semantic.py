@@ -212,3 +212,24 @@ def test_a_broken_ensemble_file_names_the_member_and_field(tmp_path):
         load_scorer(tmp_path / "e2.json")
     with pytest.raises(ConfigError, match="reference-only"):
         SemanticEnsemble([], card={})
+
+
+def test_clipped_features_bound_the_score_of_an_input_unlike_training(embedder, tmp_path):
+    items, y = synthetic_items()
+    x = pair_features(embedder, items, version="semantic-v2", products=False)
+    model = fit_semantic(x, y, False, embedder.model_name, version="semantic-v2")
+    clipped = model.clipped_to(x)
+    np.testing.assert_allclose(clipped.predict(x), model.predict(x))  # inside the training range: unchanged
+    far = x[:1].copy()
+    far[0, SCALAR_FEATURES.index("log_len")] = 50.0  # far longer than any training answer
+    bound = x[:1].copy()
+    bound[0, SCALAR_FEATURES.index("log_len")] = x[:, SCALAR_FEATURES.index("log_len")].max()
+    assert clipped.predict(far)[0] == pytest.approx(clipped.predict(bound)[0])  # scored as the longest seen
+    clipped.save(tmp_path / "c.json")
+    again = SemanticModel.load(tmp_path / "c.json")
+    assert np.allclose(again.predict(far), clipped.predict(far)) and again.clip_low is not None
+    data = json.loads((tmp_path / "c.json").read_text())
+    del data["clip_high"]
+    (tmp_path / "half.json").write_text(json.dumps(data))
+    with pytest.raises(InputError, match="clip_high"):
+        SemanticModel.load(tmp_path / "half.json")

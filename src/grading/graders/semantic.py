@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -178,6 +178,15 @@ class SemanticModel:
     embedder_model: str
     card: dict[str, Any]
     feature_version: str = FEATURE_VERSION
+    # Standardised features are clipped to [clip_low, clip_high] (the range seen in training) when set, so that
+    # an input unlike any training answer (e.g. a very long one) is not scored by extrapolation.
+    clip_low: np.ndarray | None = None
+    clip_high: np.ndarray | None = None
+
+    def clipped_to(self, features: np.ndarray) -> SemanticModel:
+        """This model with its features clipped to the range they take on ``features`` (its training data)."""
+        x = (np.asarray(features, np.float64) - self.mean) / self.scale
+        return replace(self, clip_low=x.min(axis=0), clip_high=x.max(axis=0))
 
     @property
     def n_scalar(self) -> int:
@@ -198,6 +207,8 @@ class SemanticModel:
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         x = (np.asarray(features, np.float64) - self.mean) / self.scale
+        if self.clip_low is not None:
+            x = np.clip(x, self.clip_low, self.clip_high)
         linear = x @ self.coef + self.intercept
         h = x[:, :self.n_scalar]
         for w, b in zip(self.mlp_weights[:-1], self.mlp_biases[:-1], strict=True):
@@ -212,7 +223,9 @@ class SemanticModel:
                 "embedder_model": self.embedder_model, "card": self.card, "intercept": self.intercept,
                 "feature_names": self.feature_names, "mean": self.mean.tolist(), "scale": self.scale.tolist(),
                 "coef": self.coef.tolist(), "mlp_weights": [w.tolist() for w in self.mlp_weights],
-                "mlp_biases": [b.tolist() for b in self.mlp_biases]}
+                "mlp_biases": [b.tolist() for b in self.mlp_biases],
+                **({} if self.clip_low is None else {"clip_low": self.clip_low.tolist(),
+                                                     "clip_high": self.clip_high.tolist()})}
 
     def save(self, path: str | Path) -> None:
         _write(path, self.to_dict())
@@ -225,6 +238,8 @@ class SemanticModel:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], path: Path, where: str = "") -> SemanticModel:
+        if ("clip_low" in data) != ("clip_high" in data):
+            raise InputError(path, f"{where}clip_high", "clip_low and clip_high come together")
         if data.get("feature_version") not in SCALARS_BY_VERSION:
             raise InputError(path, f"{where}feature_version", f"{data.get('feature_version')!r}, but this code "
                                                               f"reads {sorted(SCALARS_BY_VERSION)}; retrain the model")
@@ -236,7 +251,8 @@ class SemanticModel:
                        mlp_weights=[np.asarray(w, np.float64) for w in data["mlp_weights"]],
                        mlp_biases=[np.asarray(b, np.float64) for b in data["mlp_biases"]],
                        embedder_model=data["embedder_model"], card=data.get("card", {}),
-                       feature_version=data["feature_version"])
+                       feature_version=data["feature_version"],
+                       **{k: np.asarray(data[k], np.float64) for k in ("clip_low", "clip_high") if k in data})
         except (KeyError, ValueError, TypeError) as err:
             raise InputError(path, where or "(file)", f"not a semantic model file ({err})") from None
 
