@@ -184,3 +184,27 @@ def test_zero_shot_maps_are_scored_on_held_out_questions(tmp_path):
     cos = (refs * emb.encode(list(bench.answers["text"]))).sum(axis=1)
     assert maps["cosine"]["pearson_r"] == pytest.approx(pearson(cos, bench.answers["gold"] / 5), abs=1e-3)
     assert maps["semantic"]["pearson_r"] > 0.5  # paraphrases of the reference vs unrelated answers
+
+
+@pytest.mark.slow  # trains on a small Mohler copy and embeds with MiniLM: about 30 s
+def test_train_semantic_writes_the_default_recipe_as_an_ensemble(tmp_path):
+    from grading.benchmarks.train_semantic import run
+    from grading.embed import Embedder
+    from grading.graders.semantic import WEIGHTS_DIR, Item, SemanticEnsemble, SemanticModel, load_scorer
+
+    write_mohler(tmp_path / "data")
+    out = tmp_path / "out"
+    metrics = run(compose("train_semantic", [
+        "benchmark=mohler", f"data_dir={tmp_path / 'data'}", "cv_folds=3", "zero_shot_maps=false",
+        "feature_version=semantic-v2", "products=false", f"ensemble_with={WEIGHTS_DIR / 'semantic_semeval.json'}",
+        f"out_dir={out}", f"paths.cache_dir={tmp_path / 'cache'}"]))
+    assert metrics["feature_version"] == "semantic-v2" and metrics["products"] is False
+    ens = load_scorer(out / "ensemble.json")
+    new = SemanticModel.load(out / "model.json")
+    assert isinstance(ens, SemanticEnsemble) and [m.feature_version for m in ens.members] == ["semantic-v1",
+                                                                                              "semantic-v2"]
+    emb = Embedder(cache_dir=tmp_path / "cache")
+    items = [Item("What does a compiler do?", ["A compiler translates source code into machine code."], t)
+             for t in ("it turns source code into machine instructions", "it is a person")]
+    expected = (ens.members[0].score(emb, items) + new.score(emb, items)) / 2
+    np.testing.assert_allclose(ens.score(emb, items), expected, atol=1e-6)

@@ -8,7 +8,8 @@ so it can grade questions it has never seen. A cross-validation by question on t
 held-out questions (:func:`zero_shot_maps`). Where the training data holds several corpora (SemEval: Beetle
 and SciEntsBank), each corpus is also scored by a model fitted on the others (``cv_by_corpus``), which
 estimates how the recipe carries over to another course. ``feature_version`` / ``products`` pick the
-features (:func:`grading.graders.semantic.pair_features`). Writes ``model.json`` and ``card.md``.
+features (:func:`grading.graders.semantic.pair_features`). Writes ``model.json`` and ``card.md``; with
+``ensemble_with=<model file>`` also ``ensemble.json``, that file's scorer(s) and the new model averaged.
 """
 
 from __future__ import annotations
@@ -25,7 +26,15 @@ from grading.benchmarks.datasets import EVALUATION_ONLY, load_benchmark
 from grading.benchmarks.metrics import classification_metrics, pearson, regression_metrics
 from grading.benchmarks.run import _fractions, _items
 from grading.grade import embedder_from_config
-from grading.graders.semantic import SCALAR_FEATURES, Item, fit_semantic, pair_features, scalar_names
+from grading.graders.semantic import (
+    SCALAR_FEATURES,
+    Item,
+    SemanticEnsemble,
+    fit_semantic,
+    load_scorer,
+    pair_features,
+    scalar_names,
+)
 from inkbase.errors import ConfigError
 from inkbase.runs import hydra_output_dir, start_run
 
@@ -73,10 +82,29 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             metrics[f"test_{corpus}_{split}"] = _metrics(binary, pred, _fractions(bench, rows), scale)
     model.card.update({k: v for k, v in metrics.items() if k.startswith("test_")})
     model.save(folder.file("model.json"))
+    if cfg.get("ensemble_with"):
+        metrics.update(_ensemble(cfg, bench, answers, embedder, model, binary, scale, folder))
     folder.file("card.md").write_text(model_card(model.card, metrics), encoding="utf-8")
     folder.finish(metrics)
     log.info("semantic scorer -> %s: %s", folder.file("model.json"), metrics)
     return metrics
+
+
+def _ensemble(cfg, bench, answers, embedder, model, binary: bool, scale: float, folder) -> dict[str, Any]:
+    """``ensemble.json``: the scorer(s) of ``cfg.ensemble_with`` followed by the new model, scored as their
+    mean (the shipped default's recipe), with its test metrics (``ensemble_test_*``)."""
+    other = load_scorer(cfg.ensemble_with)
+    members = [*(other.members if isinstance(other, SemanticEnsemble) else [other]), model]
+    ens = SemanticEnsemble(members, card={"trained_on": f"mean of {cfg.ensemble_with} and this run's model",
+                                          "command": model.card.get("command", "")})
+    out = {}
+    for split in ("UA", "UQ", "UD"):
+        for corpus, rows in answers[answers["split"] == split].groupby("subset"):
+            out[f"ensemble_test_{corpus}_{split}"] = _metrics(binary, ens.score(embedder, _items(bench, rows)),
+                                                              _fractions(bench, rows), scale)
+    ens.card.update(out)
+    ens.save(folder.file("ensemble.json"))
+    return out
 
 
 def by_corpus(corpus: np.ndarray, x: np.ndarray, y: np.ndarray, embedder, seed: int, version: str) -> dict[str, Any]:
