@@ -16,7 +16,7 @@ from sklearn.metrics import roc_auc_score
 from grading.benchmarks.datasets import load_benchmark
 from grading.benchmarks.metrics import pearson
 from grading.benchmarks.run import _fractions, _items
-from grading.benchmarks.train_semantic import _metrics
+from grading.benchmarks.train_semantic import _metrics, split_metrics
 from grading.grade import embedder_from_config
 from grading.graders.semantic import feature_columns, fit_semantic, pair_features
 from inkbase.cli import compose
@@ -31,14 +31,30 @@ def columns(x: np.ndarray, version: str, products: bool) -> np.ndarray:
     return feature_columns(x, "semantic-v2", version, products)
 
 
-def main(data_dir: str, out_dir: str) -> None:
+def semeval_train(data_dir: str, out_dir: str):
+    """The run folder and SemEval's train answers with their ``semantic-v2`` features (with the products), as
+    every script of this folder starts: (cfg, folder, bench, train, embedder, x)."""
     cfg = compose("train_semantic", [f"data_dir={data_dir}", f"out_dir={out_dir}"])
     folder = start_run(out_dir, cfg)
     bench = load_benchmark(cfg.benchmark, cfg.data_dir)
     train = bench.answers[bench.answers["split"].isin(["train", "all"])].reset_index(drop=True)
     embedder = embedder_from_config(cfg)
+    x = pair_features(embedder, _items(bench, train), version="semantic-v2", products=True)
+    return cfg, folder, bench, train, embedder, x
+
+
+def compare_on_test(bench, embedder, scorers: dict) -> tuple[dict, dict]:
+    """Each scorer's 2-way metrics on SemEval's five test sets, side by side (``test_<corpus>_<split>`` ->
+    scorer name -> metrics), and each scorer's mean macro-F1 over them."""
+    by_scorer = {name: split_metrics(bench, s, embedder, True, 1.0) for name, s in scorers.items()}
+    tests = {f"test_{k}": {name: by_scorer[name][k] for name in scorers} for k in next(iter(by_scorer.values()))}
+    mean = {name: round(float(np.mean([t[name]["macro_f1"] for t in tests.values()])), 4) for name in scorers}
+    return tests, mean
+
+
+def main(data_dir: str, out_dir: str) -> None:
+    cfg, folder, bench, train, embedder, x = semeval_train(data_dir, out_dir)
     items = _items(bench, train)
-    x = pair_features(embedder, items, version="semantic-v2", products=True)
     for name, (version, products) in CANDIDATES.items():
         assert np.array_equal(columns(x[:50], version, products),
                               pair_features(embedder, items[:50], version=version, products=products)), name

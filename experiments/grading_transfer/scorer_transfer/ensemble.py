@@ -11,29 +11,18 @@ import sys
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from grading.benchmarks.datasets import load_benchmark
 from grading.benchmarks.metrics import pearson
-from grading.benchmarks.run import _fractions, _items
-from grading.benchmarks.train_semantic import _metrics
-from grading.grade import embedder_from_config
-from grading.graders.semantic import SemanticEnsemble, SemanticModel, fit_semantic, pair_features
-from inkbase.cli import compose
-from inkbase.runs import start_run
+from grading.benchmarks.run import _fractions
+from grading.graders.semantic import SemanticEnsemble, SemanticModel, fit_semantic
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
-from choose import CANDIDATES, columns  # noqa: E402
+from choose import CANDIDATES, columns, compare_on_test, semeval_train  # noqa: E402
 
 SHIPPED, D_FILE = "semantic_semeval.json", "semantic_semeval_v2_scalar.json"
 
 
 def main(data_dir: str, out_dir: str) -> None:
-    cfg = compose("train_semantic", [f"data_dir={data_dir}", f"out_dir={out_dir}"])
-    folder = start_run(out_dir, cfg)
-    bench = load_benchmark(cfg.benchmark, cfg.data_dir)
-    answers = bench.answers
-    train = answers[answers["split"].isin(["train", "all"])].reset_index(drop=True)
-    embedder = embedder_from_config(cfg)
-    x = pair_features(embedder, _items(bench, train), version="semantic-v2", products=True)
+    cfg, folder, bench, train, embedder, x = semeval_train(data_dir, out_dir)
     y, corpus = _fractions(bench, train), train["subset"].to_numpy()
     out = {"loco": {}}
     for held_name in sorted(set(corpus)):
@@ -52,16 +41,8 @@ def main(data_dir: str, out_dir: str) -> None:
     ens = SemanticEnsemble(members, card={"trained_on": "mean of semantic_semeval.json and "
                                           "semantic_semeval_v2_scalar.json (SemEval-2013 train split only)",
                                           "command": "experiments/grading_transfer/scorer_transfer/ensemble.py"})
-    tests = {}
-    for split in ("UA", "UQ", "UD"):
-        for name, rows in answers[answers["split"] == split].groupby("subset"):
-            items, gold = _items(bench, rows), _fractions(bench, rows)
-            tests[f"test_{name}_{split}"] = {"ensemble": _metrics(True, ens.score(embedder, items), gold, 1.0),
-                                             "shipped": _metrics(True, members[0].score(embedder, items), gold, 1.0),
-                                             "D": _metrics(True, members[1].score(embedder, items), gold, 1.0)}
-    out["semeval_test"] = tests
-    out["semeval_test_mean_macro_f1"] = {k: round(float(np.mean([t[k]["macro_f1"] for t in tests.values()])), 4)
-                                         for k in ("ensemble", "shipped", "D")}
+    tests, mean = compare_on_test(bench, embedder, {"ensemble": ens, "shipped": members[0], "D": members[1]})
+    out["semeval_test"], out["semeval_test_mean_macro_f1"] = tests, mean
     ens.card.update({"loco_mean_pearson_r": out["loco"]["mean_pearson_r"], **{k: v["ensemble"] for k, v in tests.items()}})
     ens.save(folder.file("semantic_semeval_ensemble.json"))
     folder.finish(out)

@@ -76,32 +76,33 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     card = {"trained_on": f"{bench.name} training data ({len(train)} answers)", "notes": bench.notes,
             "command": json.loads(folder.file("run.json").read_text())["command"], **{k: v for k, v in metrics.items() if k.startswith("cv_")}}
     model = fit_semantic(x, y, False, embedder.feature_space, card=card, seed=cfg.seed, version=version)
-    for split in ("UA", "UQ", "UD"):
-        for corpus, rows in answers[answers["split"] == split].groupby("subset"):
-            pred = model.score(embedder, _items(bench, rows))
-            metrics[f"test_{corpus}_{split}"] = _metrics(binary, pred, _fractions(bench, rows), scale)
+    metrics.update({f"test_{k}": v for k, v in split_metrics(bench, model, embedder, binary, scale).items()})
     model.card.update({k: v for k, v in metrics.items() if k.startswith("test_")})
     model.save(folder.file("model.json"))
     if cfg.get("ensemble_with"):
-        metrics.update(_ensemble(cfg, bench, answers, embedder, model, binary, scale, folder))
+        metrics.update(_ensemble(cfg, bench, embedder, model, binary, scale, folder))
     folder.file("card.md").write_text(model_card(model.card, metrics), encoding="utf-8")
     folder.finish(metrics)
     log.info("semantic scorer -> %s: %s", folder.file("model.json"), metrics)
     return metrics
 
 
-def _ensemble(cfg, bench, answers, embedder, model, binary: bool, scale: float, folder) -> dict[str, Any]:
+def split_metrics(bench, scorer, embedder, binary: bool, scale: float) -> dict[str, dict[str, float]]:
+    """``scorer``'s metrics on each test split of each corpus (SemEval: UA, UQ, UD), keyed ``<corpus>_<split>``."""
+    answers = bench.answers
+    return {f"{corpus}_{split}": _metrics(binary, scorer.score(embedder, _items(bench, rows)), _fractions(bench, rows),
+                                          scale)
+            for split in ("UA", "UQ", "UD") for corpus, rows in answers[answers["split"] == split].groupby("subset")}
+
+
+def _ensemble(cfg, bench, embedder, model, binary: bool, scale: float, folder) -> dict[str, Any]:
     """``ensemble.json``: the scorer(s) of ``cfg.ensemble_with`` followed by the new model, scored as their
     mean (the shipped default's recipe), with its test metrics (``ensemble_test_*``)."""
     other = load_scorer(cfg.ensemble_with)
     members = [*(other.members if isinstance(other, SemanticEnsemble) else [other]), model]
     ens = SemanticEnsemble(members, card={"trained_on": f"mean of {cfg.ensemble_with} and this run's model",
                                           "command": model.card.get("command", "")})
-    out = {}
-    for split in ("UA", "UQ", "UD"):
-        for corpus, rows in answers[answers["split"] == split].groupby("subset"):
-            out[f"ensemble_test_{corpus}_{split}"] = _metrics(binary, ens.score(embedder, _items(bench, rows)),
-                                                              _fractions(bench, rows), scale)
+    out = {f"ensemble_test_{k}": v for k, v in split_metrics(bench, ens, embedder, binary, scale).items()}
     ens.card.update(out)
     ens.save(folder.file("ensemble.json"))
     return out
