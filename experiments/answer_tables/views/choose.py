@@ -27,6 +27,20 @@ CANDIDATES = {  # name: (positions, zooms); all at the shipped shift of 1 px
 }
 
 
+def decide(result: dict, cals: dict, shipped: dict) -> None:
+    """PLAN.md's rule on ``result["candidates"]`` (summaries) and ``cals`` (calibrations) of one path against
+    its five-position reading and the ``shipped`` calibration: fills ``baseline_reproduces_shipped``,
+    ``passing`` and ``chosen`` (the highest single pass among the passing; ties: fewer views)."""
+    base = result["candidates"]["five_positions"]
+    result["baseline_reproduces_shipped"] = all(cals["five_positions"][key] == shipped[key] for key in
+                                                ("temperature", "temperature2", "verify_threshold", "accept_threshold"))
+    passing = [n for n in CANDIDATES if n != "five_positions" and passes(result["candidates"][n], base)]
+    n_views = {n: p + len(z) for n, (p, z) in CANDIDATES.items()}
+    result["passing"] = passing
+    result["chosen"] = max(passing, key=lambda n: (result["candidates"][n]["val_accuracy"], -n_views[n])) \
+        if passing else None
+
+
 def main(out_dir: str) -> None:
     weights = str(DEFAULT_WEIGHTS.relative_to(Path.cwd()))
     folder = start_run(out_dir, {"weights": weights, "grid": GRID, "general": GENERAL, "candidates": CANDIDATES})
@@ -43,14 +57,7 @@ def main(out_dir: str) -> None:
         cals[name] = T.calibrate(T.logits_of(pass1, x, **views), y, cfg, T.logits_of(pass2, x, **views))
         result["candidates"][name] = summary(cals[name])
         print(name, json.dumps(result["candidates"][name]), flush=True)
-    base = result["candidates"]["five_positions"]
-    result["baseline_reproduces_shipped"] = all(cals["five_positions"][key] == shipped[key] for key in
-                                                ("temperature", "temperature2", "verify_threshold", "accept_threshold"))
-    passing = [n for n in CANDIDATES if n != "five_positions" and passes(result["candidates"][n], base)]
-    n_views = {n: p + len(z) for n, (p, z) in CANDIDATES.items()}
-    result["passing"] = passing
-    result["chosen"] = max(passing, key=lambda n: (result["candidates"][n]["val_accuracy"], -n_views[n])) \
-        if passing else None
+    decide(result, cals, shipped)
     if result["chosen"]:
         positions, zooms = CANDIDATES[result["chosen"]]
         general = {**cals[result["chosen"]], "shift": k, "positions": positions, "zooms": list(zooms)}

@@ -15,9 +15,6 @@ from htr.cells.model import load_networks, save_reader
 from htr.cells.reader import DEFAULT_WEIGHTS
 from inkbase.runs import start_run
 
-KEEP = ("rule", "temperature", "temperature2", "verify_threshold", "accept_threshold", "pass1_mix",
-        "temperature_digits_pass1")
-
 
 def _load(path: Path, name: str):
     spec = importlib.util.spec_from_file_location(name, path)
@@ -26,9 +23,10 @@ def _load(path: Path, name: str):
     return module
 
 
-# This folder's choose.py (the candidates); loading it puts wide/ on the path and imports wide/choose.py as
-# ``choose`` (the validation cells, summary and rule shared by every question of these plans).
-CANDIDATES = _load(Path(__file__).resolve().parent / "choose.py", "views_choose").CANDIDATES
+# This folder's choose.py (the candidates and the rule); loading it puts wide/ on the path and imports
+# wide/choose.py as ``choose`` (the validation cells, summary and calibration keys shared by these plans).
+views_plan = _load(Path(__file__).resolve().parent / "choose.py", "views_choose")
+CANDIDATES = views_plan.CANDIDATES
 wide = sys.modules["choose"]
 
 
@@ -48,17 +46,10 @@ def main(out_dir: str) -> None:
                                  logits1b=T.logits_of(digit_pass1, x, **views))
         result["candidates"][name] = wide.summary(cals[name])
         print(name, json.dumps(result["candidates"][name]), flush=True)
-    base = result["candidates"]["five_positions"]
-    result["baseline_reproduces_shipped"] = all(cals["five_positions"][key] == shipped[key] for key in
-                                                ("temperature", "temperature2", "verify_threshold", "accept_threshold"))
-    passing = [n for n in CANDIDATES if n != "five_positions" and wide.passes(result["candidates"][n], base)]
-    n_views = {n: p + len(z) for n, (p, z) in CANDIDATES.items()}
-    result["passing"] = passing
-    result["chosen"] = max(passing, key=lambda n: (result["candidates"][n]["val_accuracy"], -n_views[n])) \
-        if passing else None
+    views_plan.decide(result, cals, shipped)
     if result["chosen"]:
         positions, zooms = CANDIDATES[result["chosen"]]
-        digits = {**{key: v for key, v in cals[result["chosen"]].items() if key in KEEP}, "shift": k,
+        digits = {**{key: v for key, v in cals[result["chosen"]].items() if key in wide.KEEP}, "shift": k,
                   "positions": positions, "zooms": list(zooms)}
         path = save_reader(folder.file("cells.safetensors"), pass1, {**meta["calibration"], "digits": digits},
                            pass2, specialist, digit_pass1, mix)

@@ -248,8 +248,9 @@ def _shift(path: Path, cal: dict[str, Any], field: str, default: int) -> int:
     return value
 
 
-def _views(path: Path, cal: dict[str, Any], field: str, shift: int) -> dict[str, Any]:
+def _views(path: Path, cal: dict[str, Any], field: str, default_shift: int) -> dict[str, Any]:
     """How the networks read each cell (:func:`mean_logits`'s ``shift``, ``positions``, ``zooms``)."""
+    shift = _shift(path, cal, f"{field}.shift", default_shift)
     positions, zooms = cal.get("positions", 5), cal.get("zooms", [])
     if positions not in POSITIONS:
         raise InputError(path, f"{field}.positions", f"{positions!r} is not one of {POSITIONS}")
@@ -273,8 +274,8 @@ class CellReader:
         self.rule = _accept_rule(self.path, cal, "calibration", needed)
         self.model = nets[0]
         self.model2 = nets[1] if len(nets) > 1 else None
-        self.shift = _shift(self.path, cal, "calibration.shift", 0)
-        self.views = _views(self.path, cal, "calibration", self.shift)
+        self.views = _views(self.path, cal, "calibration", 0)
+        self.shift = self.views["shift"]
         self.temperature = float(cal["temperature"])
         self.temperature2 = float(cal.get("temperature2", cal["temperature"]))
         self.verify_threshold = self.rule.verify_threshold
@@ -289,8 +290,8 @@ class CellReader:
         if self.digits is not None:
             self.digit_rule = _accept_rule(self.path, self.digits, "calibration.digits",
                                            ("temperature", "temperature2", "verify_threshold", "accept_threshold", "rule"))
-            self.digit_shift = _shift(self.path, self.digits, "calibration.digits.shift", self.shift)
-            self.digit_views = _views(self.path, self.digits, "calibration.digits", self.digit_shift)
+            self.digit_views = _views(self.path, self.digits, "calibration.digits", self.shift)
+            self.digit_shift = self.digit_views["shift"]
             self.pass1_mix = self.digits.get("pass1_mix", "none")
             if self.pass1_mix not in PASS1_MIXES:
                 raise InputError(self.path, "calibration.digits.pass1_mix",
